@@ -1,0 +1,63 @@
+# meshrole — see README.md. Everything here needs only Go: tools run through
+# pinned `go run`, the control plane is built from the Go module proxy into bin/.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+
+CONTROLLER_GEN := go run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+GOLANGCI_LINT  := go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
+
+BIN      := $(CURDIR)/bin
+K8S_BIN  := $(BIN)/k8s
+CRD_DIR  := charts/meshrole/crds
+
+.PHONY: all
+all: build
+
+## generate: regenerate deepcopy code and CRD YAML from pkg/policy/v1alpha1.
+.PHONY: generate
+generate:
+	$(CONTROLLER_GEN) object paths=./pkg/policy/...
+	$(CONTROLLER_GEN) crd paths=./pkg/policy/... output:crd:artifacts:config=$(CRD_DIR)
+
+## verify-generated: fail when generated files are stale.
+.PHONY: verify-generated
+verify-generated: generate
+	@git diff --exit-code -- pkg/policy $(CRD_DIR) || { echo "generated files are stale: run 'make generate' and commit the result" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- pkg/policy $(CRD_DIR))" || { git status --porcelain -- pkg/policy $(CRD_DIR); echo "generated files are untracked: run 'make generate' and commit the result" >&2; exit 1; }
+
+## build: build the webhook server into bin/.
+.PHONY: build
+build:
+	go build -o $(BIN)/webhook ./cmd/webhook
+
+## fmt-check, vet, lint: static checks.
+.PHONY: fmt-check
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed on:"; echo "$$out"; exit 1; }
+
+.PHONY: vet
+vet:
+	go vet ./...
+
+.PHONY: lint
+lint:
+	$(GOLANGCI_LINT) run ./...
+
+## testenv: build kube-apiserver, kube-controller-manager, kubectl and etcd into bin/k8s (cached).
+.PHONY: testenv
+testenv:
+	test/controlplane/build.sh $(K8S_BIN)
+
+## unit: unit and golden tests.
+.PHONY: unit
+unit:
+	go test -count=1 ./pkg/... ./cmd/...
+
+## test: everything CI checks.
+.PHONY: test
+test: verify-generated fmt-check vet lint unit
+
+.PHONY: help
+help:
+	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## //'

@@ -1,0 +1,202 @@
+package mutate_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshrole/meshrole/pkg/mutate"
+	"github.com/meshrole/meshrole/pkg/policy"
+	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
+)
+
+// Golden pairs, as in Istio's pkg/kube/inject: testdata/X.json is a real
+// AdmissionReview, testdata/X.json.mutated what meshrole answers (the patch,
+// and the labels and annotations the pod ends up with). Regenerate with
+// go test ./pkg/mutate -update
+var update = flag.Bool("update", false, "rewrite the .mutated golden files")
+
+var namespaceLabels = map[string]map[string]string{
+	"shop":    {"meshrole.io/enabled": "true"},
+	"zk":      {"meshrole.io/enabled": "true"},
+	"mixed":   {"meshrole.io/enabled": "true", "tier": "apps"},
+	"preview": {"meshrole.io/enabled": "true"},
+	"all":     {"meshrole.io/enabled": "true", "tier": "apps"},
+}
+
+func loadStore(t testing.TB, path string) *policy.Store {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	store := policy.NewStore()
+	decoder := utilyaml.NewYAMLOrJSONDecoder(f, 4096)
+	for {
+		var raw json.RawMessage
+		if err := decoder.Decode(&raw); err != nil {
+			if err.Error() == "EOF" {
+				break
+			}
+			t.Fatal(err)
+		}
+		var kind struct{ Kind string }
+		if err := json.Unmarshal(raw, &kind); err != nil {
+			t.Fatal(err)
+		}
+		switch kind.Kind {
+		case "MeshRolePolicy":
+			var p v1alpha1.MeshRolePolicy
+			if err := json.Unmarshal(raw, &p); err != nil {
+				t.Fatal(err)
+			}
+			store.SetMeshRolePolicy(&p)
+		case "ClusterMeshRolePolicy":
+			var p v1alpha1.ClusterMeshRolePolicy
+			if err := json.Unmarshal(raw, &p); err != nil {
+				t.Fatal(err)
+			}
+			store.SetClusterMeshRolePolicy(&p)
+		default:
+			t.Fatalf("%s: unexpected kind %q", path, kind.Kind)
+		}
+	}
+	return store
+}
+
+func newMutator(t testing.TB) *mutate.PodMutator {
+	return &mutate.PodMutator{
+		Policies: loadStore(t, "testdata/policies.yaml"),
+		NamespaceLabels: func(_ context.Context, ns string) (map[string]string, error) {
+			labels, ok := namespaceLabels[ns]
+			if !ok {
+				return nil, fmt.Errorf("namespace %q not found", ns)
+			}
+			return labels, nil
+		},
+		Ready: func() bool { return true },
+	}
+}
+
+// post sends body to the handler over HTTP, as the API server would.
+func post(t testing.TB, h http.Handler, body []byte) *admissionv1.AdmissionReview {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, mutate.Path, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("HTTP %d: %s", rec.Code, rec.Body.String())
+	}
+	var review admissionv1.AdmissionReview
+	if err := json.Unmarshal(rec.Body.Bytes(), &review); err != nil {
+		t.Fatalf("response is not an AdmissionReview: %v\n%s", err, rec.Body.String())
+	}
+	return &review
+}
+
+// result is what a golden file records.
+type result struct {
+	Allowed     bool              `json:"allowed"`
+	Warnings    []string          `json:"warnings,omitempty"`
+	Patch       []map[string]any  `json:"patch,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+func TestGolden(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/*.json")
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no fixtures: %v", err)
+	}
+	handler := &mutate.Review{Handler: newMutator(t)}
+	for _, input := range inputs {
+		name := strings.TrimSuffix(filepath.Base(input), ".json")
+		t.Run(name, func(t *testing.T) {
+			body, err := os.ReadFile(input)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var in admissionv1.AdmissionReview
+			if err := json.Unmarshal(body, &in); err != nil {
+				t.Fatal(err)
+			}
+			review := post(t, handler, body)
+			resp := review.Response
+			if resp.UID != in.Request.UID {
+				t.Fatalf("response uid %q, request uid %q", resp.UID, in.Request.UID)
+			}
+			if review.APIVersion != "admission.k8s.io/v1" || review.Kind != "AdmissionReview" {
+				t.Fatalf("response is %s %s", review.APIVersion, review.Kind)
+			}
+
+			got := result{Allowed: resp.Allowed, Warnings: resp.Warnings}
+			mutated := in.Request.Object.Raw
+			if len(resp.Patch) > 0 {
+				if resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
+					t.Fatalf("patch type %v", resp.PatchType)
+				}
+				if err := json.Unmarshal(resp.Patch, &got.Patch); err != nil {
+					t.Fatal(err)
+				}
+				// The diff walks maps, so its order varies; ops on distinct keys commute.
+				sort.Slice(got.Patch, func(i, j int) bool {
+					return fmt.Sprint(got.Patch[i]["path"]) < fmt.Sprint(got.Patch[j]["path"])
+				})
+				p, err := jsonpatch.DecodePatch(resp.Patch)
+				if err != nil {
+					t.Fatalf("invalid JSON patch: %v", err)
+				}
+				if mutated, err = p.Apply(in.Request.Object.Raw); err != nil {
+					t.Fatalf("patch does not apply: %v", err)
+				}
+			}
+			var pod corev1.Pod
+			if err := json.Unmarshal(mutated, &pod); err != nil {
+				t.Fatal(err)
+			}
+			got.Labels, got.Annotations = pod.Labels, pod.Annotations
+
+			out, err := yaml.Marshal(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := input + ".mutated"
+			if *update {
+				if err := os.WriteFile(golden, out, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./pkg/mutate -update to create it)", err)
+			}
+			if !bytes.Equal(out, want) {
+				t.Fatalf("%s differs (run with -update and review the diff):\n--- got\n%s\n--- want\n%s", golden, out, want)
+			}
+
+			// Idempotent: the handler run on its own output changes nothing more.
+			in.Request.Object.Raw = mutated
+			again, _ := json.Marshal(in)
+			if second := post(t, handler, again).Response; len(second.Patch) > 0 {
+				t.Fatalf("second pass patched again: %s", second.Patch)
+			}
+		})
+	}
+}

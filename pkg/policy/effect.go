@@ -1,0 +1,251 @@
+package policy
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
+)
+
+// Effect is what a verdict writes on a pod, as data: the webhook applies it
+// to a pod, the kubectl plugin prints it, and native mode compiles it.
+type Effect struct {
+	// Labels and Annotations are set to exactly these values.
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// Ports are merged, as sets, into the comma-separated port-list annotation
+	// named by the key.
+	Ports map[string][]int32 `json:"ports,omitempty"`
+	// HoldApplicationUntilProxyStarts is merged into proxy.istio.io/config.
+	HoldApplicationUntilProxyStarts bool `json:"holdApplicationUntilProxyStarts,omitempty"`
+}
+
+// Empty reports whether e writes nothing.
+func (e *Effect) Empty() bool {
+	return len(e.Labels) == 0 && len(e.Annotations) == 0 && len(e.Ports) == 0 && !e.HoldApplicationUntilProxyStarts
+}
+
+// IstioEffect is what a workload entry's role writes among Istio's keys
+// (DESIGN §4), without meshrole's own annotations.
+func IstioEffect(w *v1alpha1.Workload) Effect {
+	e := Effect{Labels: map[string]string{}, Annotations: map[string]string{}, Ports: map[string][]int32{}}
+	switch w.Role {
+	case v1alpha1.RolePeerStateful:
+		peer := w.Peer
+		if peer == nil {
+			peer = &v1alpha1.PeerSettings{}
+		}
+		switch peer.Proxy {
+		case v1alpha1.PeerProxyBypassPorts:
+			ports := portNumbers(peer.Ports)
+			e.Ports[IstioExcludeInboundPorts] = ports
+			e.Ports[IstioExcludeOutboundPorts] = ports
+		default: // Skip
+			e.Labels[IstioInjectKey] = "false"
+			e.Labels[IstioDataplaneModeLabel] = "none"
+			e.Annotations[IstioInjectKey] = "false"
+		}
+	case v1alpha1.RoleClientStateless:
+		client := w.Client
+		if client == nil {
+			client = &v1alpha1.ClientSettings{}
+		}
+		if client.Proxy != v1alpha1.ClientProxyUnchanged {
+			e.Labels[IstioInjectKey] = "true"
+			e.Annotations[IstioInjectKey] = "true"
+		}
+		if len(client.ExcludeOutboundPorts) > 0 {
+			e.Ports[IstioExcludeOutboundPorts] = portNumbers(client.ExcludeOutboundPorts)
+		}
+		e.HoldApplicationUntilProxyStarts = client.HoldApplicationUntilProxyStarts
+	}
+	return e
+}
+
+func portNumbers(ports []v1alpha1.Port) []int32 {
+	out := make([]int32, len(ports))
+	for i, p := range ports {
+		out[i] = int32(p)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// DryRunReport is the value of meshrole.io/dry-run: what a DryRun policy
+// would have written had it been enforced.
+type DryRunReport struct {
+	Policy   string        `json:"policy"`
+	Workload string        `json:"workload"`
+	Role     v1alpha1.Role `json:"role"`
+	Effect
+}
+
+// Effect is everything the decision writes on a pod: the winner's Istio keys
+// and meshrole's traceability, conflict and dry-run annotations.
+func (d Decision) Effect() Effect {
+	var e Effect
+	if d.Winner != nil {
+		e = IstioEffect(d.Winner.Workload)
+		e.Annotations[RoleAnnotation] = string(d.Winner.Role())
+		e.Annotations[PolicyAnnotation] = d.Winner.Policy.String()
+		e.Annotations[WorkloadAnnotation] = d.Winner.Workload.Name
+		if len(d.Conflicts) > 0 {
+			e.Annotations[ConflictAnnotation] = d.conflictSummary()
+		}
+	}
+	if d.DryRun != nil {
+		if e.Annotations == nil {
+			e.Annotations = map[string]string{}
+		}
+		report := DryRunReport{
+			Policy:   d.DryRun.Policy.String(),
+			Workload: d.DryRun.Workload.Name,
+			Role:     d.DryRun.Role(),
+			Effect:   IstioEffect(d.DryRun.Workload),
+		}
+		// Marshalling maps, strings and ints cannot fail; json sorts map keys,
+		// so the value is stable across admissions.
+		b, _ := json.Marshal(report)
+		e.Annotations[DryRunAnnotation] = string(b)
+	}
+	return e
+}
+
+func (d Decision) conflictSummary() string {
+	parts := make([]string, len(d.Conflicts))
+	for i := range d.Conflicts {
+		c := &d.Conflicts[i]
+		parts[i] = fmt.Sprintf("%s/%s=%s", c.Policy, c.Workload.Name, c.Role())
+	}
+	return strings.Join(parts, ",")
+}
+
+// Warnings are the admission warnings the decision itself calls for.
+func (d Decision) Warnings() []string {
+	var w []string
+	for i := range d.Conflicts {
+		c := &d.Conflicts[i]
+		w = append(w, fmt.Sprintf("meshrole: conflicting roles at priority %d: %s wins over %s; give one policy a higher priority",
+			d.Winner.Priority, d.Winner, c))
+	}
+	if d.DryRun != nil {
+		w = append(w, fmt.Sprintf("meshrole: DryRun policy %s would make this pod %s; nothing was changed for it (see annotation %s)",
+			d.DryRun.Policy, d.DryRun.Role(), DryRunAnnotation))
+	}
+	return w
+}
+
+// Apply writes e onto a pod's labels and annotations. It returns new maps
+// (the inputs are not modified) and warnings for existing values it had to
+// leave alone. Existing values that Istio would reject are never merged into:
+// an invalid annotation makes Istio's injector refuse the pod, and meshrole
+// must not turn a pod Istio would admit into one it refuses, or guess what a
+// broken value meant.
+func (e *Effect) Apply(podLabels, podAnnotations map[string]string) (outLabels, outAnnotations map[string]string, warnings []string) {
+	outLabels = maps.Clone(podLabels)
+	outAnnotations = maps.Clone(podAnnotations)
+	if len(e.Labels) > 0 && outLabels == nil {
+		outLabels = map[string]string{}
+	}
+	if (len(e.Annotations) > 0 || len(e.Ports) > 0 || e.HoldApplicationUntilProxyStarts) && outAnnotations == nil {
+		outAnnotations = map[string]string{}
+	}
+	maps.Copy(outLabels, e.Labels)
+	maps.Copy(outAnnotations, e.Annotations)
+
+	for _, key := range slices.Sorted(maps.Keys(e.Ports)) {
+		merged, err := MergePortList(outAnnotations[key], e.Ports[key])
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("meshrole: annotation %s=%q is not a valid port list (%v); left as it is, so ports %v are NOT excluded: fix the annotation",
+				key, outAnnotations[key], err, e.Ports[key]))
+			continue
+		}
+		outAnnotations[key] = merged
+	}
+
+	if e.HoldApplicationUntilProxyStarts {
+		merged, err := MergeHoldApplication(outAnnotations[IstioProxyConfig])
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("meshrole: annotation %s is not valid YAML or JSON (%v); left as it is, so %s is NOT set: fix the annotation",
+				IstioProxyConfig, err, HoldApplicationUntilProxyStarts))
+		} else {
+			outAnnotations[IstioProxyConfig] = merged
+		}
+	}
+	return outLabels, outAnnotations, warnings
+}
+
+// ParsePortList reads a port-list annotation the way Istio does
+// (pkg/kube/inject parsePorts): comma-separated, blanks trimmed, each a
+// 16-bit unsigned integer; an empty value is an empty list.
+func ParsePortList(value string) ([]string, error) {
+	value = strings.TrimSpace(value)
+	if value == "" {
+		return nil, nil
+	}
+	parts := strings.Split(value, ",")
+	for i, p := range parts {
+		parts[i] = strings.TrimSpace(p)
+		if _, err := strconv.ParseUint(parts[i], 10, 16); err != nil {
+			return nil, fmt.Errorf("%q is not a port", p)
+		}
+	}
+	return parts, nil
+}
+
+// MergePortList adds ports to an existing port-list value as a set: the
+// existing entries keep their order and spelling, new ports follow in
+// ascending order. The value is returned unchanged when nothing is added.
+func MergePortList(existing string, ports []int32) (string, error) {
+	have, err := ParsePortList(existing)
+	if err != nil {
+		return existing, err
+	}
+	seen := make(map[uint64]bool, len(have))
+	for _, h := range have {
+		n, _ := strconv.ParseUint(h, 10, 16)
+		seen[n] = true
+	}
+	added := false
+	for _, p := range ports {
+		if !seen[uint64(p)] {
+			seen[uint64(p)] = true
+			have = append(have, strconv.Itoa(int(p)))
+			added = true
+		}
+	}
+	if !added {
+		return existing, nil
+	}
+	return strings.Join(have, ","), nil
+}
+
+// MergeHoldApplication sets holdApplicationUntilProxyStarts: true in a
+// proxy.istio.io/config value (YAML or JSON), keeping its other keys. The
+// value is returned unchanged when it already says so.
+func MergeHoldApplication(existing string) (string, error) {
+	config := map[string]any{}
+	if strings.TrimSpace(existing) != "" {
+		if err := yaml.Unmarshal([]byte(existing), &config); err != nil {
+			return existing, err
+		}
+		if config == nil { // a document of only comments or "null"
+			config = map[string]any{}
+		}
+	}
+	if v, ok := config[HoldApplicationUntilProxyStarts].(bool); ok && v {
+		return existing, nil
+	}
+	config[HoldApplicationUntilProxyStarts] = true
+	out, err := yaml.Marshal(config)
+	if err != nil {
+		return existing, err
+	}
+	return string(out), nil
+}

@@ -1,0 +1,324 @@
+// Package policy is meshrole's decision engine: which policy and workload
+// entry a pod matches, which role it gets, and which labels and annotations
+// that role writes. It is pure: the webhook, the kubectl plugin and native
+// mode all call it, and none re-implements a rule.
+package policy
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
+)
+
+// Ref names a policy. An empty Namespace means a ClusterMeshRolePolicy.
+type Ref struct {
+	Namespace string
+	Name      string
+}
+
+// Cluster reports whether r names a ClusterMeshRolePolicy.
+func (r Ref) Cluster() bool { return r.Namespace == "" }
+
+// String is the form written to meshrole.io/policy: "<namespace>/<name>" or "cluster/<name>".
+func (r Ref) String() string {
+	if r.Cluster() {
+		return "cluster/" + r.Name
+	}
+	return r.Namespace + "/" + r.Name
+}
+
+// Match is one policy's matching workload entry for a pod.
+type Match struct {
+	Policy     Ref
+	Generation int64
+	Priority   int32
+	Mode       v1alpha1.Mode
+	// Workload is shared with the Store; treat it as read-only.
+	Workload *v1alpha1.Workload
+}
+
+// Role is the matched entry's role.
+func (m *Match) Role() v1alpha1.Role { return m.Workload.Role }
+
+// String describes the match for people: "shop/eureka (workload eureka-peers, peer-stateful)".
+func (m *Match) String() string {
+	return fmt.Sprintf("%s (workload %s, %s)", m.Policy, m.Workload.Name, m.Workload.Role)
+}
+
+// Decision is the verdict for one pod.
+type Decision struct {
+	// Winner is the enforced verdict: the highest-ranked match of an Enforce
+	// policy. Nil when no Enforce policy matches.
+	Winner *Match
+	// Conflicts are Enforce matches that tie with Winner on priority but carry
+	// another role.
+	Conflicts []Match
+	// DryRun is the match of a DryRun policy that outranks Winner: what would
+	// be enforced if that policy were switched to Enforce. DryRun policies never
+	// change what is enforced.
+	DryRun *Match
+	// Matches are all matching entries, one per policy, in precedence order.
+	Matches []Match
+}
+
+// Matched reports whether any policy matched the pod.
+func (d Decision) Matched() bool { return len(d.Matches) > 0 }
+
+// Input is what a decision depends on.
+type Input struct {
+	// Namespace of the pod; for pods made by controllers this comes from the
+	// admission request, not the (empty) object namespace.
+	Namespace       string
+	NamespaceLabels labels.Labels
+	PodLabels       labels.Labels
+}
+
+// compiledPolicy is a policy with its selectors parsed once, when it is stored.
+type compiledPolicy struct {
+	ref               Ref
+	generation        int64
+	priority          int32
+	mode              v1alpha1.Mode
+	namespaceSelector labels.Selector // cluster policies only
+	workloads         []v1alpha1.Workload
+	selectors         []labels.Selector
+	problems          []string
+}
+
+// firstMatch returns the index of the first workload entry whose selector
+// matches, or -1.
+func (p *compiledPolicy) firstMatch(podLabels labels.Labels) int {
+	for i, s := range p.selectors {
+		if s.Matches(podLabels) {
+			return i
+		}
+	}
+	return -1
+}
+
+// outranks is the precedence of DESIGN §4: higher priority, then a
+// MeshRolePolicy over a ClusterMeshRolePolicy, then name.
+func outranks(a, b *compiledPolicy) bool {
+	if a.priority != b.priority {
+		return a.priority > b.priority
+	}
+	if a.ref.Cluster() != b.ref.Cluster() {
+		return !a.ref.Cluster()
+	}
+	return a.ref.Name < b.ref.Name
+}
+
+func comparePolicies(a, b *compiledPolicy) int {
+	switch {
+	case outranks(a, b):
+		return -1
+	case outranks(b, a):
+		return 1
+	default:
+		return 0
+	}
+}
+
+func compile(ref Ref, generation int64, spec *v1alpha1.PolicySpec, namespaceSelector *metav1.LabelSelector) *compiledPolicy {
+	p := &compiledPolicy{
+		ref:        ref,
+		generation: generation,
+		priority:   spec.Priority,
+		mode:       cmp.Or(spec.Mode, v1alpha1.ModeEnforce),
+		workloads:  make([]v1alpha1.Workload, len(spec.Workloads)),
+		selectors:  make([]labels.Selector, len(spec.Workloads)),
+	}
+	for i := range spec.Workloads {
+		w := spec.Workloads[i].DeepCopy()
+		defaultWorkload(w)
+		p.workloads[i] = *w
+		s, err := metav1.LabelSelectorAsSelector(&w.Selector)
+		if err != nil {
+			// The API server's schema should have refused this; match nothing
+			// rather than guess, and say so in status.
+			p.problems = append(p.problems, fmt.Sprintf("workload %s: invalid selector: %v", w.Name, err))
+			s = labels.Nothing()
+		}
+		p.selectors[i] = s
+	}
+	if namespaceSelector != nil {
+		s, err := metav1.LabelSelectorAsSelector(namespaceSelector)
+		if err != nil {
+			p.problems = append(p.problems, fmt.Sprintf("invalid namespaceSelector: %v", err))
+			s = labels.Nothing()
+		}
+		p.namespaceSelector = s
+	}
+	return p
+}
+
+// defaultWorkload fills in the defaults the CRD schema declares, so that a
+// policy built in Go (tests, the kubectl plugin reading a file) behaves like
+// one read back from the API server.
+func defaultWorkload(w *v1alpha1.Workload) {
+	switch w.Role {
+	case v1alpha1.RolePeerStateful:
+		if w.Peer == nil {
+			w.Peer = &v1alpha1.PeerSettings{}
+		}
+		w.Peer.Proxy = cmp.Or(w.Peer.Proxy, v1alpha1.PeerProxySkip)
+	case v1alpha1.RoleClientStateless:
+		if w.Client == nil {
+			w.Client = &v1alpha1.ClientSettings{}
+		}
+		w.Client.Proxy = cmp.Or(w.Client.Proxy, v1alpha1.ClientProxyInject)
+	}
+}
+
+// Store holds the current policies, indexed by namespace so that a decision
+// costs the same however many policies other namespaces have. It is safe for
+// concurrent use: informer handlers write, admissions read.
+type Store struct {
+	mu sync.RWMutex
+	// namespaced and cluster slices are sorted by precedence and never
+	// modified in place: writers replace them, so readers may keep them.
+	namespaced map[string][]*compiledPolicy
+	cluster    []*compiledPolicy
+}
+
+// NewStore returns an empty Store.
+func NewStore() *Store {
+	return &Store{namespaced: map[string][]*compiledPolicy{}}
+}
+
+// SetMeshRolePolicy adds or replaces a MeshRolePolicy.
+func (s *Store) SetMeshRolePolicy(p *v1alpha1.MeshRolePolicy) {
+	ref := Ref{Namespace: p.Namespace, Name: p.Name}
+	c := compile(ref, p.Generation, &p.Spec, nil)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.namespaced[ref.Namespace] = upsert(s.namespaced[ref.Namespace], c)
+}
+
+// DeleteMeshRolePolicy removes a MeshRolePolicy.
+func (s *Store) DeleteMeshRolePolicy(namespace, name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	left := remove(s.namespaced[namespace], name)
+	if len(left) == 0 {
+		delete(s.namespaced, namespace)
+		return
+	}
+	s.namespaced[namespace] = left
+}
+
+// SetClusterMeshRolePolicy adds or replaces a ClusterMeshRolePolicy.
+func (s *Store) SetClusterMeshRolePolicy(p *v1alpha1.ClusterMeshRolePolicy) {
+	c := compile(Ref{Name: p.Name}, p.Generation, &p.Spec.PolicySpec, &p.Spec.NamespaceSelector)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cluster = upsert(s.cluster, c)
+}
+
+// DeleteClusterMeshRolePolicy removes a ClusterMeshRolePolicy.
+func (s *Store) DeleteClusterMeshRolePolicy(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cluster = remove(s.cluster, name)
+}
+
+// Problems lists what could not be compiled in a policy, for its status.
+func (s *Store) Problems(ref Ref) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	list := s.cluster
+	if !ref.Cluster() {
+		list = s.namespaced[ref.Namespace]
+	}
+	for _, p := range list {
+		if p.ref == ref {
+			return slices.Clone(p.problems)
+		}
+	}
+	return nil
+}
+
+func upsert(list []*compiledPolicy, c *compiledPolicy) []*compiledPolicy {
+	out := make([]*compiledPolicy, 0, len(list)+1)
+	for _, p := range list {
+		if p.ref.Name != c.ref.Name {
+			out = append(out, p)
+		}
+	}
+	out = append(out, c)
+	slices.SortFunc(out, comparePolicies)
+	return out
+}
+
+func remove(list []*compiledPolicy, name string) []*compiledPolicy {
+	i := slices.IndexFunc(list, func(p *compiledPolicy) bool { return p.ref.Name == name })
+	if i < 0 {
+		return list
+	}
+	return slices.Delete(slices.Clone(list), i, i+1)
+}
+
+// Decide returns the verdict for a pod.
+func (s *Store) Decide(in Input) Decision {
+	s.mu.RLock()
+	namespaced, cluster := s.namespaced[in.Namespace], s.cluster
+	s.mu.RUnlock()
+
+	var d Decision
+	podLabels := in.PodLabels
+	if podLabels == nil {
+		podLabels = labels.Set{}
+	}
+	nsLabels := in.NamespaceLabels
+	if nsLabels == nil {
+		nsLabels = labels.Set{}
+	}
+	// Both lists are sorted by precedence, and outranks puts a namespaced
+	// policy before a cluster one of equal priority, so a merge walk visits
+	// every policy in precedence order.
+	i, j := 0, 0
+	for i < len(namespaced) || j < len(cluster) {
+		var p *compiledPolicy
+		if j >= len(cluster) || (i < len(namespaced) && outranks(namespaced[i], cluster[j])) {
+			p = namespaced[i]
+			i++
+		} else {
+			p = cluster[j]
+			j++
+			if !p.namespaceSelector.Matches(nsLabels) {
+				continue
+			}
+		}
+		k := p.firstMatch(podLabels)
+		if k < 0 {
+			continue
+		}
+		d.Matches = append(d.Matches, Match{
+			Policy: p.ref, Generation: p.generation, Priority: p.priority, Mode: p.mode,
+			Workload: &p.workloads[k],
+		})
+	}
+
+	for i := range d.Matches {
+		m := &d.Matches[i]
+		if m.Mode == v1alpha1.ModeDryRun {
+			if d.Winner == nil && d.DryRun == nil {
+				d.DryRun = m
+			}
+			continue
+		}
+		switch {
+		case d.Winner == nil:
+			d.Winner = m
+		case m.Priority == d.Winner.Priority && m.Role() != d.Winner.Role():
+			d.Conflicts = append(d.Conflicts, *m)
+		}
+	}
+	return d
+}

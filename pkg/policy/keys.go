@@ -1,0 +1,37 @@
+package policy
+
+// Istio's keys, as its injector (pkg/kube/inject) and istio-init / istio-cni read them.
+const (
+	// IstioInjectKey is read as a label first, then as an annotation.
+	IstioInjectKey = "sidecar.istio.io/inject"
+	// IstioDataplaneModeLabel opts a pod out of ambient mode with the value "none".
+	IstioDataplaneModeLabel = "istio.io/dataplane-mode"
+	// IstioExcludeInboundPorts is a comma-separated port list.
+	IstioExcludeInboundPorts = "traffic.sidecar.istio.io/excludeInboundPorts"
+	// IstioExcludeOutboundPorts is a comma-separated port list.
+	IstioExcludeOutboundPorts = "traffic.sidecar.istio.io/excludeOutboundPorts"
+	// IstioProxyConfig holds a ProxyConfig as YAML or JSON.
+	IstioProxyConfig = "proxy.istio.io/config"
+	// IstioSidecarStatus is written by Istio's injector on the pods it injected.
+	IstioSidecarStatus = "sidecar.istio.io/status"
+	// IstioProxyContainer is the sidecar's container name.
+	IstioProxyContainer = "istio-proxy"
+	// HoldApplicationUntilProxyStarts is the ProxyConfig field meshrole sets.
+	HoldApplicationUntilProxyStarts = "holdApplicationUntilProxyStarts"
+)
+
+// meshrole's own keys.
+const (
+	// EnabledNamespaceLabel turns meshrole on for a namespace (value "true").
+	EnabledNamespaceLabel = "meshrole.io/enabled"
+	// RoleAnnotation records the role a pod was given.
+	RoleAnnotation = "meshrole.io/role"
+	// PolicyAnnotation records the winning policy: "<namespace>/<name>" or "cluster/<name>".
+	PolicyAnnotation = "meshrole.io/policy"
+	// WorkloadAnnotation records the winning workload entry's name.
+	WorkloadAnnotation = "meshrole.io/workload"
+	// ConflictAnnotation describes entries of another role that tied with the winner.
+	ConflictAnnotation = "meshrole.io/conflict"
+	// DryRunAnnotation describes what a DryRun policy would have written.
+	DryRunAnnotation = "meshrole.io/dry-run"
+)
