@@ -19,8 +19,19 @@ import (
 	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
 )
 
+// options are the server's settings.
+type options struct {
+	WebhookHost              string
+	WebhookPort              int
+	CertDir                  string
+	MetricsAddr              string
+	ProbeAddr                string
+	WebhookConfigurationName string
+	LeaderElect              bool
+}
+
 func main() {
-	var opts mutate.Options
+	var opts options
 	flag.StringVar(&opts.WebhookHost, "webhook-host", "", "Address the webhook listens on (empty: all).")
 	flag.IntVar(&opts.WebhookPort, "webhook-port", 9443, "Port the webhook serves HTTPS on.")
 	flag.StringVar(&opts.CertDir, "cert-dir", "/etc/meshrole/tls", "Directory holding tls.crt and tls.key; reloaded when the files change.")

@@ -15,17 +15,6 @@ import (
 	"github.com/meshrole/meshrole/pkg/policy"
 )
 
-// Options are the server's settings, from cmd/webhook's flags.
-type Options struct {
-	WebhookHost              string
-	WebhookPort              int
-	CertDir                  string
-	MetricsAddr              string
-	ProbeAddr                string
-	WebhookConfigurationName string
-	LeaderElect              bool
-}
-
 // SetupWithManager wires meshrole into a manager: the policy store fed by
 // informers, the pod mutator on Path, the ordering check against Istio's
 // injector, metrics and readiness.

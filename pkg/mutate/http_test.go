@@ -1,0 +1,205 @@
+package mutate_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/meshrole/meshrole/pkg/mutate"
+)
+
+func seedReview(t *testing.T) map[string]any {
+	t.Helper()
+	body, err := os.ReadFile("testdata/eureka-server-from-statefulset.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var review map[string]any
+	if err := json.Unmarshal(body, &review); err != nil {
+		t.Fatal(err)
+	}
+	return review
+}
+
+func marshal(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestMalformedRequestsGet4xx: a request that is not an AdmissionReview from
+// an API server is answered with an HTTP error status and the reason.
+func TestMalformedRequestsGet4xx(t *testing.T) {
+	handler := &mutate.Review{Handler: newMutator(t)}
+	v1beta1 := seedReview(t)
+	v1beta1["apiVersion"] = "admission.k8s.io/v1beta1"
+	noRequest := seedReview(t)
+	delete(noRequest, "request")
+	noUID := seedReview(t)
+	delete(noUID["request"].(map[string]any), "uid")
+
+	tests := []struct {
+		name        string
+		method      string
+		contentType string
+		body        []byte
+		wantStatus  int
+		wantReason  string
+	}{
+		{"GET", http.MethodGet, "application/json", nil, http.StatusMethodNotAllowed, "POSTed"},
+		{"wrong content type", http.MethodPost, "text/plain", []byte("{}"), http.StatusUnsupportedMediaType, "expected application/json"},
+		{"empty body", http.MethodPost, "application/json", nil, http.StatusBadRequest, "empty"},
+		{"not JSON", http.MethodPost, "application/json", []byte("<xml/>"), http.StatusBadRequest, "not an AdmissionReview"},
+		{"v1beta1 review", http.MethodPost, "application/json", marshal(t, v1beta1), http.StatusBadRequest, "admission.k8s.io/v1 AdmissionReview only"},
+		{"no request", http.MethodPost, "application/json", marshal(t, noRequest), http.StatusBadRequest, "no request"},
+		{"no uid", http.MethodPost, "application/json", marshal(t, noUID), http.StatusBadRequest, "no uid"},
+		{"body over the limit", http.MethodPost, "application/json", bytes.Repeat([]byte(" "), mutate.MaxRequestBytes+1), http.StatusRequestEntityTooLarge, "exceeds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(tt.method, mutate.Path, bytes.NewReader(tt.body))
+			req.Header.Set("Content-Type", tt.contentType)
+			rec := httptest.NewRecorder()
+			handler.ServeHTTP(rec, req)
+			if rec.Code != tt.wantStatus || !strings.Contains(rec.Body.String(), tt.wantReason) {
+				t.Fatalf("HTTP %d %q, want %d containing %q", rec.Code, rec.Body.String(), tt.wantStatus, tt.wantReason)
+			}
+		})
+	}
+}
+
+// TestRefusedInsideTheReview: well-formed reviews that meshrole cannot
+// answer with a verdict get allowed=false and a status code, as the API
+// server expects; failurePolicy then decides.
+func TestRefusedInsideTheReview(t *testing.T) {
+	notPod := seedReview(t)
+	notPod["request"].(map[string]any)["kind"] = map[string]any{"group": "apps", "version": "v1", "kind": "Deployment"}
+	badPod := seedReview(t)
+	badPod["request"].(map[string]any)["object"] = map[string]any{"kind": "Pod", "metadata": "not an object"}
+	noObject := seedReview(t)
+	delete(noObject["request"].(map[string]any), "object")
+
+	tests := []struct {
+		name     string
+		review   map[string]any
+		mutator  func(*mutate.PodMutator)
+		wantCode int32
+		wantMsg  string
+	}{
+		{"kind other than Pod", notPod, nil, http.StatusBadRequest, "only mutates Pods"},
+		{"object is not a pod", badPod, nil, http.StatusBadRequest, "decoding the pod"},
+		{"no object", noObject, nil, http.StatusBadRequest, "carries no object"},
+		{"cache not synced", seedReview(t), func(m *mutate.PodMutator) { m.Ready = func() bool { return false } }, http.StatusServiceUnavailable, "not synced"},
+		{"namespace unknown to the cache", seedReview(t), func(m *mutate.PodMutator) {
+			m.NamespaceLabels = func(context.Context, string) (map[string]string, error) { return nil, os.ErrNotExist }
+		}, http.StatusInternalServerError, "reading namespace"},
+		{"handler panics", seedReview(t), func(m *mutate.PodMutator) {
+			m.NamespaceLabels = func(context.Context, string) (map[string]string, error) { panic("boom") }
+		}, http.StatusInternalServerError, "failed internally"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newMutator(t)
+			if tt.mutator != nil {
+				tt.mutator(m)
+			}
+			resp := post(t, &mutate.Review{Handler: m}, marshal(t, tt.review)).Response
+			if resp.Allowed || resp.Result == nil || resp.Result.Code != tt.wantCode || !strings.Contains(resp.Result.Message, tt.wantMsg) {
+				t.Fatalf("got allowed=%v result=%+v, want refused with %d %q", resp.Allowed, resp.Result, tt.wantCode, tt.wantMsg)
+			}
+			if resp.UID == "" {
+				t.Fatal("response has no uid")
+			}
+		})
+	}
+}
+
+func TestOnlyCreateIsMutated(t *testing.T) {
+	for _, op := range []string{"UPDATE", "DELETE", "CONNECT"} {
+		review := seedReview(t)
+		review["request"].(map[string]any)["operation"] = op
+		resp := post(t, &mutate.Review{Handler: newMutator(t)}, marshal(t, review)).Response
+		if !resp.Allowed || len(resp.Patch) > 0 {
+			t.Errorf("%s: allowed=%v patch=%s, want allowed without patch", op, resp.Allowed, resp.Patch)
+		}
+	}
+}
+
+func TestDryRunRequestsAreAnsweredLikeAnyOther(t *testing.T) {
+	review := seedReview(t)
+	review["request"].(map[string]any)["dryRun"] = true
+	resp := post(t, &mutate.Review{Handler: newMutator(t)}, marshal(t, review)).Response
+	if !resp.Allowed || len(resp.Patch) == 0 {
+		t.Fatalf("allowed=%v patch=%s, want the same patch as without dryRun", resp.Allowed, resp.Patch)
+	}
+}
+
+func TestMetricsCountOutcomes(t *testing.T) {
+	registry := prometheus.NewRegistry()
+	m := newMutator(t)
+	m.Metrics = mutate.NewMetrics(registry)
+	handler := &mutate.Review{Handler: m}
+	for _, fixture := range []string{"eureka-server-from-statefulset", "unmatched", "already-injected", "dry-run-policy"} {
+		body, err := os.ReadFile("testdata/" + fixture + ".json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		post(t, handler, body)
+	}
+	want := `
+# HELP meshrole_admissions_total Pod admissions answered by meshrole, by outcome (patched, unchanged, unmatched, dry-run, already-injected, error) and role.
+# TYPE meshrole_admissions_total counter
+meshrole_admissions_total{outcome="already-injected",role="peer-stateful"} 1
+meshrole_admissions_total{outcome="dry-run",role=""} 1
+meshrole_admissions_total{outcome="patched",role="peer-stateful"} 1
+meshrole_admissions_total{outcome="unmatched",role=""} 1
+`
+	if err := testutil.GatherAndCompare(registry, strings.NewReader(want), "meshrole_admissions_total"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var _ admission.Handler = &mutate.PodMutator{}
+
+func TestIstioInjectorsBefore(t *testing.T) {
+	config := func(name string, webhooks ...string) admissionregistrationv1.MutatingWebhookConfiguration {
+		c := admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		for _, w := range webhooks {
+			c.Webhooks = append(c.Webhooks, admissionregistrationv1.MutatingWebhook{Name: w})
+		}
+		return c
+	}
+	configs := []admissionregistrationv1.MutatingWebhookConfiguration{
+		config("istio-sidecar-injector", "rev.namespace.sidecar-injector.istio.io"),
+		config("istio-revision-tag-default", "rev.object.sidecar-injector.istio.io"),
+		config("istio-sidecar-injector-canary"),
+		config("aaa-custom-injector", "namespace.sidecar-injector.istio.io"),
+		config("cert-manager-webhook", "webhook.cert-manager.io"),
+		config("00-meshrole", "pods.meshrole.io"),
+	}
+	if got := mutate.IstioInjectorsBefore("00-meshrole", configs); len(got) != 0 {
+		t.Errorf("00-meshrole: %v, want none", got)
+	}
+	got := mutate.IstioInjectorsBefore("zz-meshrole", configs)
+	want := []string{"aaa-custom-injector", "istio-revision-tag-default", "istio-sidecar-injector", "istio-sidecar-injector-canary"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("zz-meshrole: %v, want %v", got, want)
+	}
+	if got := mutate.IstioInjectorsBefore("istio-sidecar-injector-b", configs); strings.Join(got, ",") != "aaa-custom-injector,istio-revision-tag-default,istio-sidecar-injector" {
+		t.Errorf("istio-sidecar-injector-b: %v", got)
+	}
+}
