@@ -49,14 +49,29 @@ lint:
 testenv:
 	test/controlplane/build.sh $(K8S_BIN)
 
+## certs: a CA and a serving certificate for localhost into bin/certs (cert-manager's pkg/util/pki).
+.PHONY: certs
+certs:
+	go run ./certs/cmd/gencerts -dir $(BIN)/certs -host localhost -host 127.0.0.1
+
 ## unit: unit and golden tests.
 .PHONY: unit
 unit:
-	go test -count=1 ./pkg/... ./cmd/...
+	go test -count=1 ./pkg/... ./cmd/... ./certs/...
+
+## e2e: the end-to-end suite on a real kube-apiserver, etcd and kube-controller-manager.
+.PHONY: e2e
+e2e: testenv build
+	MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go test -count=1 -v -timeout 20m ./test/e2e/...
+
+## demo: start a local control plane with the webhook, apply examples/eureka and print what each pod got (KEEP=1 keeps it running).
+.PHONY: demo
+demo: testenv build
+	MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go run ./test/demo
 
 ## test: everything CI checks.
 .PHONY: test
-test: verify-generated fmt-check vet lint unit
+test: verify-generated fmt-check vet lint unit e2e
 
 .PHONY: help
 help:

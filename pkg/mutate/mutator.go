@@ -10,7 +10,7 @@ import (
 	"slices"
 
 	admissionv1 "k8s.io/api/admission/v1"
-	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -84,7 +84,7 @@ func (m *PodMutator) handle(ctx context.Context, req admission.Request) (admissi
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("admission request %s carries no object", req.UID)), OutcomeError, ""
 	}
 
-	var pod corev1.Pod
+	var pod podView
 	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the pod: %w", err)), OutcomeError, ""
 	}
@@ -111,7 +111,7 @@ func (m *PodMutator) handle(ctx context.Context, req admission.Request) (admissi
 		role = string(decision.Winner.Role())
 	}
 
-	if AlreadyInjected(&pod) {
+	if pod.alreadyInjected() {
 		return withWarnings(admission.Allowed("pod already injected by Istio"), fmt.Sprintf(
 				"meshrole: pod already has Istio's sidecar, so Istio's injector ran before meshrole and meshrole changed nothing; "+
 					"its MutatingWebhookConfiguration must sort before every istio-* one (policy %s)", decision.Matches[0].Policy)),
@@ -126,7 +126,7 @@ func (m *PodMutator) handle(ctx context.Context, req admission.Request) (admissi
 	if decision.Winner == nil {
 		outcome = OutcomeDryRun
 	}
-	resp, changed, err := patch(req.Object.Raw, newLabels, newAnnotations)
+	resp, changed, err := patch(pod.Labels, pod.Annotations, newLabels, newAnnotations)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err), OutcomeError, role
 	}
@@ -136,44 +136,58 @@ func (m *PodMutator) handle(ctx context.Context, req admission.Request) (admissi
 	return withWarnings(resp, warnings...), outcome, role
 }
 
-// AlreadyInjected reports whether Istio's injector has already processed the
+// podView is the part of a pod meshrole reads. Decoding only this, not a
+// whole corev1.Pod, keeps the admission close to the cost of reading the
+// review at all.
+type podView struct {
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Containers     []namedContainer `json:"containers"`
+		InitContainers []namedContainer `json:"initContainers"`
+	} `json:"spec"`
+}
+
+type namedContainer struct {
+	Name string `json:"name"`
+}
+
+// alreadyInjected reports whether Istio's injector has already processed the
 // pod: its proxy is among the containers (or the init containers, where Istio
 // runs it as a native sidecar), or it left its status annotation.
-func AlreadyInjected(pod *corev1.Pod) bool {
-	isProxy := func(c corev1.Container) bool { return c.Name == policy.IstioProxyContainer }
-	if slices.ContainsFunc(pod.Spec.Containers, isProxy) || slices.ContainsFunc(pod.Spec.InitContainers, isProxy) {
+func (p *podView) alreadyInjected() bool {
+	isProxy := func(c namedContainer) bool { return c.Name == policy.IstioProxyContainer }
+	if slices.ContainsFunc(p.Spec.Containers, isProxy) || slices.ContainsFunc(p.Spec.InitContainers, isProxy) {
 		return true
 	}
-	_, ok := pod.Annotations[policy.IstioSidecarStatus]
+	_, ok := p.Annotations[policy.IstioSidecarStatus]
 	return ok
 }
 
-// patch is the one place JSON patches are built: the raw object with new
-// labels and annotations, diffed against the original by controller-runtime.
-// Working on the raw object, not a re-encoded typed Pod, keeps the patch to
-// exactly the keys meshrole changed.
-func patch(raw []byte, newLabels, newAnnotations map[string]string) (admission.Response, bool, error) {
-	var obj map[string]any
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		return admission.Response{}, false, fmt.Errorf("decoding the pod: %w", err)
-	}
-	meta, _ := obj["metadata"].(map[string]any)
-	if meta == nil {
-		meta = map[string]any{}
-		obj["metadata"] = meta
-	}
-	if newLabels != nil {
-		meta["labels"] = newLabels
-	}
-	if newAnnotations != nil {
-		meta["annotations"] = newAnnotations
-	}
-	mutated, err := json.Marshal(obj)
+// patch is the one place JSON patches are built. meshrole only ever changes
+// metadata.labels and metadata.annotations, so controller-runtime diffs just
+// that part of the pod, before and after; the patch paths are the same in the
+// whole object. Diffing the whole pod would cost several times more and
+// could only ever find these changes.
+func patch(oldLabels, oldAnnotations, newLabels, newAnnotations map[string]string) (admission.Response, bool, error) {
+	before, err := json.Marshal(metadataOnly(oldLabels, oldAnnotations))
 	if err != nil {
-		return admission.Response{}, false, fmt.Errorf("encoding the mutated pod: %w", err)
+		return admission.Response{}, false, fmt.Errorf("encoding the pod's metadata: %w", err)
 	}
-	resp := admission.PatchResponseFromRaw(raw, mutated)
+	after, err := json.Marshal(metadataOnly(newLabels, newAnnotations))
+	if err != nil {
+		return admission.Response{}, false, fmt.Errorf("encoding the mutated metadata: %w", err)
+	}
+	resp := admission.PatchResponseFromRaw(before, after)
 	return resp, len(resp.Patches) > 0, nil
+}
+
+type metadata struct {
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+func metadataOnly(labels, annotations map[string]string) map[string]metadata {
+	return map[string]metadata{"metadata": {Labels: labels, Annotations: annotations}}
 }
 
 func withWarnings(resp admission.Response, warnings ...string) admission.Response {
