@@ -17,12 +17,10 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshrole/meshrole/pkg/mutate"
 	"github.com/meshrole/meshrole/pkg/policy"
-	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
 )
 
 // Golden pairs, as in Istio's pkg/kube/inject: testdata/X.json is a real
@@ -46,35 +44,14 @@ func loadStore(t testing.TB, path string) *policy.Store {
 		t.Fatal(err)
 	}
 	defer func() { _ = f.Close() }()
+	docs, err := policy.ReadDocuments(f)
+	if err != nil {
+		t.Fatal(err)
+	}
 	store := policy.NewStore()
-	decoder := utilyaml.NewYAMLOrJSONDecoder(f, 4096)
-	for {
-		var raw json.RawMessage
-		if err := decoder.Decode(&raw); err != nil {
-			if err.Error() == "EOF" {
-				break
-			}
-			t.Fatal(err)
-		}
-		var kind struct{ Kind string }
-		if err := json.Unmarshal(raw, &kind); err != nil {
-			t.Fatal(err)
-		}
-		switch kind.Kind {
-		case "MeshRolePolicy":
-			var p v1alpha1.MeshRolePolicy
-			if err := json.Unmarshal(raw, &p); err != nil {
-				t.Fatal(err)
-			}
-			store.SetMeshRolePolicy(&p)
-		case "ClusterMeshRolePolicy":
-			var p v1alpha1.ClusterMeshRolePolicy
-			if err := json.Unmarshal(raw, &p); err != nil {
-				t.Fatal(err)
-			}
-			store.SetClusterMeshRolePolicy(&p)
-		default:
-			t.Fatalf("%s: unexpected kind %q", path, kind.Kind)
+	for _, doc := range docs {
+		if ok, err := store.Add(doc, "default"); err != nil || !ok {
+			t.Fatalf("%s: %s is not a policy (%v)", path, doc.Kind, err)
 		}
 	}
 	return store

@@ -1,0 +1,49 @@
+// Command kubectl-meshrole is meshrole's kubectl plugin:
+//
+//	kubectl meshrole explain -f policy.yaml -f workload.yaml
+//
+// explain shows, offline, what the webhook would do to a workload's pods,
+// by running them through the very engine and handler the webhook serves.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `kubectl meshrole: what meshrole's policies do to your workloads.
+
+Commands:
+  explain -f FILE [-f FILE ...] [--namespace NS] [--namespace-labels k=v,...] [-o table|json|yaml]
+      Offline: for each Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob
+      in the files, which policies match its pods, which wins, and the exact labels and
+      annotations the webhook would write.
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "kubectl-meshrole:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		_, _ = fmt.Fprint(stdout, usage)
+		return errors.New("no command given")
+	}
+	switch args[0] {
+	case "explain":
+		return explainCommand(args[1:], stdout)
+	case "help", "-h", "--help":
+		_, _ = fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q; run kubectl meshrole help", args[0])
+	}
+}
