@@ -21,11 +21,19 @@ Commands:
       Offline: for each Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob
       in the files, which policies match its pods, which wins, and the exact labels and
       annotations the webhook would write.
+  audit [--kubeconfig FILE] [--webhook-configuration-name NAME] [-o table|json]
+      Against a live cluster: StatefulSets behind headless Services whose pods run istio-proxy,
+      pods whose Istio keys disagree with the policy that now matches them (recreate them),
+      BypassPorts peers whose clients do not exclude those ports, and an Istio injector
+      ordered before meshrole. Exits 1 when there are findings.
 `
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
+		switch {
+		case errors.Is(err, errFindings):
+			os.Exit(1)
+		case !errors.Is(err, flag.ErrHelp):
 			fmt.Fprintln(os.Stderr, "kubectl-meshrole:", err)
 		}
 		os.Exit(2)
@@ -40,6 +48,8 @@ func run(args []string, stdout io.Writer) error {
 	switch args[0] {
 	case "explain":
 		return explainCommand(args[1:], stdout)
+	case "audit":
+		return auditCommand(args[1:], stdout)
 	case "help", "-h", "--help":
 		_, _ = fmt.Fprint(stdout, usage)
 		return nil

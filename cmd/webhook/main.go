@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshrole/meshrole/pkg/mutate"
 	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
+	"github.com/meshrole/meshrole/pkg/status"
 )
 
 // options are the server's settings.
@@ -78,6 +79,10 @@ func main() {
 	ctx := ctrl.SetupSignalHandler()
 	if err := mutate.SetupWithManager(ctx, mgr, opts.WebhookConfigurationName); err != nil {
 		log.Error(err, "setting up meshrole")
+		os.Exit(1)
+	}
+	if err := status.SetupWithManager(ctx, mgr); err != nil {
+		log.Error(err, "setting up policy status")
 		os.Exit(1)
 	}
 	log.Info("starting", "webhookPort", opts.WebhookPort, "certDir", opts.CertDir)

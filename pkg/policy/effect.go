@@ -249,3 +249,29 @@ func MergeHoldApplication(existing string) (string, error) {
 	}
 	return string(out), nil
 }
+
+// ConflictingPolicies reads a meshrole.io/conflict value back into the
+// policies it names ("<namespace>/<name>" or "cluster/<name>").
+func ConflictingPolicies(value string) []string {
+	var refs []string
+	for _, part := range strings.Split(value, ",") {
+		entry, _, _ := strings.Cut(part, "=")
+		// entry is "<policy ref>/<workload>"; the workload name has no "/".
+		if i := strings.LastIndex(entry, "/"); i > 0 {
+			refs = append(refs, entry[:i])
+		}
+	}
+	return refs
+}
+
+// ParseRef reads the form written to meshrole.io/policy back into a Ref.
+func ParseRef(s string) (Ref, bool) {
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok || name == "" || strings.Contains(name, "/") {
+		return Ref{}, false
+	}
+	if ns == "cluster" {
+		return Ref{Name: name}, true
+	}
+	return Ref{Namespace: ns, Name: name}, true
+}

@@ -210,3 +210,23 @@ func TestUnmatchedDecisionWritesNothing(t *testing.T) {
 		t.Fatal("matches on an empty store")
 	}
 }
+
+func TestConflictAnnotationRoundTrip(t *testing.T) {
+	got := policy.ConflictingPolicies("cluster/clients/c=client-stateless,shop/other/x=peer-stateful")
+	if strings.Join(got, " ") != "cluster/clients shop/other" {
+		t.Fatalf("ConflictingPolicies = %v", got)
+	}
+	for in, want := range map[string]policy.Ref{
+		"cluster/clients": {Name: "clients"},
+		"shop/eureka":     {Namespace: "shop", Name: "eureka"},
+	} {
+		if got, ok := policy.ParseRef(in); !ok || got != want || got.String() != in {
+			t.Errorf("ParseRef(%q) = %v, %v", in, got, ok)
+		}
+	}
+	for _, bad := range []string{"", "noslash", "a/b/c", "shop/"} {
+		if _, ok := policy.ParseRef(bad); ok {
+			t.Errorf("ParseRef(%q) accepted", bad)
+		}
+	}
+}

@@ -228,20 +228,11 @@ func (s *Store) DeleteClusterMeshRolePolicy(name string) {
 	s.cluster = remove(s.cluster, name)
 }
 
-// Problems lists what could not be compiled in a policy, for its status.
-func (s *Store) Problems(ref Ref) []string {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	list := s.cluster
-	if !ref.Cluster() {
-		list = s.namespaced[ref.Namespace]
-	}
-	for _, p := range list {
-		if p.ref == ref {
-			return slices.Clone(p.problems)
-		}
-	}
-	return nil
+// Problems lists what in a policy cannot be compiled (and so matches
+// nothing), for its status. The API server's schema refuses most of it; this
+// catches what a schema cannot, such as a malformed label value in a selector.
+func Problems(spec *v1alpha1.PolicySpec, namespaceSelector *metav1.LabelSelector) []string {
+	return compile(Ref{}, 0, spec, namespaceSelector).problems
 }
 
 func upsert(list []*compiledPolicy, c *compiledPolicy) []*compiledPolicy {

@@ -282,7 +282,7 @@ func TestInvalidSelectorMatchesNothingAndIsReported(t *testing.T) {
 	if s.Decide(policy.Input{Namespace: "shop", PodLabels: labels.Set{"app": "x"}}).Matched() {
 		t.Fatal("an invalid selector matched")
 	}
-	if problems := s.Problems(policy.Ref{Namespace: "shop", Name: "p"}); len(problems) != 1 {
+	if problems := policy.Problems(&mrp("shop", "p", 0, "", peer("bad", bad)).Spec, nil); len(problems) != 1 {
 		t.Fatalf("problems = %v, want one", problems)
 	}
 }

@@ -1,0 +1,227 @@
+// Package status keeps the status of meshrole's policies: which pods carry
+// each workload entry, whether the policy compiles, and which other policies
+// it conflicts with. It reads pods from a metadata-only informer cache, with
+// indexes on meshrole's annotations, so it makes no API call per pod.
+package status
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/meshrole/meshrole/pkg/policy"
+	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
+)
+
+// Condition types and reasons written to policy status.
+const (
+	ConditionReady    = "Ready"
+	ConditionConflict = "Conflict"
+
+	ReasonAccepted        = "Accepted"
+	ReasonInvalidSelector = "InvalidSelector"
+	ReasonConflicting     = "ConflictingRoles"
+	ReasonNoConflict      = "NoConflict"
+)
+
+// Pod index names.
+const (
+	// entryIndex: "<policy ref>/<workload>" of the entry a pod carries.
+	entryIndex = "meshrole.io/entry"
+	// conflictIndex: every policy a pod's conflict involves, winner and losers.
+	conflictIndex = "meshrole.io/conflict-party"
+)
+
+// policyObject is either policy kind.
+type policyObject interface {
+	client.Object
+	PolicySpec() *v1alpha1.PolicySpec
+	PolicyStatus() *v1alpha1.PolicyStatus
+}
+
+// Reconciler writes one policy kind's status.
+type Reconciler[T policyObject] struct {
+	Client    client.Client
+	Recorder  recorder.EventRecorder
+	newPolicy func() T
+	// namespaceSelector returns a cluster policy's selector, nil for namespaced ones.
+	namespaceSelector func(T) *metav1.LabelSelector
+}
+
+// SetupWithManager registers the pod indexes and the status controllers for
+// both policy kinds. They are leader-elected: one replica writes.
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	pods := podMetadata()
+	if err := mgr.GetFieldIndexer().IndexField(ctx, pods, entryIndex, indexEntry); err != nil {
+		return fmt.Errorf("indexing pods: %w", err)
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, pods, conflictIndex, indexConflictParties); err != nil {
+		return fmt.Errorf("indexing pods: %w", err)
+	}
+	rec := mgr.GetEventRecorder("meshrole")
+
+	namespaced := &Reconciler[*v1alpha1.MeshRolePolicy]{
+		Client: mgr.GetClient(), Recorder: rec,
+		newPolicy:         func() *v1alpha1.MeshRolePolicy { return &v1alpha1.MeshRolePolicy{} },
+		namespaceSelector: func(*v1alpha1.MeshRolePolicy) *metav1.LabelSelector { return nil },
+	}
+	if err := ctrl.NewControllerManagedBy(mgr).Named("meshrolepolicy-status").
+		For(&v1alpha1.MeshRolePolicy{}).
+		WatchesMetadata(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(policiesOfPod(false))).
+		Complete(namespaced); err != nil {
+		return err
+	}
+	cluster := &Reconciler[*v1alpha1.ClusterMeshRolePolicy]{
+		Client: mgr.GetClient(), Recorder: rec,
+		newPolicy: func() *v1alpha1.ClusterMeshRolePolicy { return &v1alpha1.ClusterMeshRolePolicy{} },
+		namespaceSelector: func(p *v1alpha1.ClusterMeshRolePolicy) *metav1.LabelSelector {
+			return &p.Spec.NamespaceSelector
+		},
+	}
+	return ctrl.NewControllerManagedBy(mgr).Named("clustermeshrolepolicy-status").
+		For(&v1alpha1.ClusterMeshRolePolicy{}).
+		WatchesMetadata(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(policiesOfPod(true))).
+		Complete(cluster)
+}
+
+func podMetadata() *metav1.PartialObjectMetadata {
+	p := &metav1.PartialObjectMetadata{}
+	p.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Pod"))
+	return p
+}
+
+func indexEntry(o client.Object) []string {
+	a := o.GetAnnotations()
+	if a[policy.PolicyAnnotation] == "" || a[policy.WorkloadAnnotation] == "" {
+		return nil
+	}
+	return []string{a[policy.PolicyAnnotation] + "/" + a[policy.WorkloadAnnotation]}
+}
+
+func indexConflictParties(o client.Object) []string {
+	a := o.GetAnnotations()
+	if a[policy.ConflictAnnotation] == "" {
+		return nil
+	}
+	return append([]string{a[policy.PolicyAnnotation]}, policy.ConflictingPolicies(a[policy.ConflictAnnotation])...)
+}
+
+// policiesOfPod maps a pod to the policies of one kind its annotations name.
+func policiesOfPod(cluster bool) handler.MapFunc {
+	return func(_ context.Context, o client.Object) []reconcile.Request {
+		refs := indexConflictParties(o)
+		if p := o.GetAnnotations()[policy.PolicyAnnotation]; p != "" {
+			refs = append(refs, p)
+		}
+		var out []reconcile.Request
+		for _, s := range refs {
+			ref, ok := policy.ParseRef(s)
+			if !ok || ref.Cluster() != cluster {
+				continue
+			}
+			req := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}}
+			if !slices.Contains(out, req) {
+				out = append(out, req)
+			}
+		}
+		return out
+	}
+}
+
+// Reconcile recomputes one policy's status and writes it when it changed.
+func (r *Reconciler[T]) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	p := r.newPolicy()
+	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	ref := policy.Ref{Namespace: p.GetNamespace(), Name: p.GetName()}
+	spec := p.PolicySpec()
+
+	next := p.PolicyStatus().DeepCopy()
+	next.ObservedGeneration = p.GetGeneration()
+	next.Workloads = nil
+	for _, w := range spec.Workloads {
+		pods := &metav1.PartialObjectMetadataList{}
+		pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+		if err := r.Client.List(ctx, pods, client.MatchingFields{entryIndex: ref.String() + "/" + w.Name}); err != nil {
+			return reconcile.Result{}, err
+		}
+		next.Workloads = append(next.Workloads, v1alpha1.WorkloadStatus{Name: w.Name, MatchedPods: int32(len(pods.Items))})
+	}
+
+	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonAccepted,
+		Message: "the webhook applies this policy", ObservedGeneration: p.GetGeneration()}
+	if problems := policy.Problems(spec, r.namespaceSelector(p)); len(problems) > 0 {
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonInvalidSelector,
+			strings.Join(problems, "; ")+": the affected workloads match no pod"
+	}
+	meta.SetStatusCondition(&next.Conditions, ready)
+
+	others, err := r.conflictingPolicies(ctx, ref)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	conflict := metav1.Condition{Type: ConditionConflict, Status: metav1.ConditionFalse, Reason: ReasonNoConflict,
+		Message: "no pod is matched by another policy with a different role at the same priority", ObservedGeneration: p.GetGeneration()}
+	if len(others) > 0 {
+		conflict.Status, conflict.Reason = metav1.ConditionTrue, ReasonConflicting
+		conflict.Message = fmt.Sprintf("pods are also matched by %s with a different role at the same priority; the winner is chosen by kind and name; give one policy a higher priority",
+			strings.Join(others, ", "))
+	}
+	wasConflicting := meta.IsStatusConditionTrue(p.PolicyStatus().Conditions, ConditionConflict)
+	meta.SetStatusCondition(&next.Conditions, conflict)
+
+	if apiequality.Semantic.DeepEqual(next, p.PolicyStatus()) {
+		return reconcile.Result{}, nil
+	}
+	*p.PolicyStatus() = *next
+	if err := r.Client.Status().Update(ctx, p); err != nil {
+		return reconcile.Result{}, err
+	}
+	if len(others) > 0 && !wasConflicting {
+		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, ReasonConflicting, "Admit", conflict.Message)
+	}
+	return reconcile.Result{}, nil
+}
+
+// conflictingPolicies lists the other policies that tie with ref, with a
+// different role, on some existing pod.
+func (r *Reconciler[T]) conflictingPolicies(ctx context.Context, ref policy.Ref) ([]string, error) {
+	pods := &metav1.PartialObjectMetadataList{}
+	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+	if err := r.Client.List(ctx, pods, client.MatchingFields{conflictIndex: ref.String()}); err != nil {
+		return nil, err
+	}
+	var others []string
+	add := func(party string) {
+		if party != ref.String() && !slices.Contains(others, party) {
+			others = append(others, party)
+		}
+	}
+	for i := range pods.Items {
+		a := pods.Items[i].GetAnnotations()
+		winner := a[policy.PolicyAnnotation]
+		if winner != ref.String() {
+			// ref lost on this pod: its conflict is with the winner.
+			add(winner)
+			continue
+		}
+		for _, loser := range policy.ConflictingPolicies(a[policy.ConflictAnnotation]) {
+			add(loser)
+		}
+	}
+	slices.Sort(others)
+	return others, nil
+}
