@@ -57,7 +57,7 @@ certs:
 ## unit: unit and golden tests.
 .PHONY: unit
 unit:
-	go test -count=1 ./pkg/... ./cmd/... ./certs/...
+	go test -count=1 ./pkg/... ./cmd/... ./certs/... ./test/harness/...
 
 ## e2e: the end-to-end suite on a real kube-apiserver, etcd and kube-controller-manager.
 .PHONY: e2e

@@ -98,8 +98,6 @@ type ClientSettings struct {
 // Workload maps the pods a selector picks to a role.
 // +kubebuilder:validation:XValidation:rule="!has(self.peer) || self.role == 'peer-stateful'",message="peer settings are only valid with role peer-stateful; for role client-stateless use client"
 // +kubebuilder:validation:XValidation:rule="!has(self.client) || self.role == 'client-stateless'",message="client settings are only valid with role client-stateless; for role peer-stateful use peer"
-// +kubebuilder:validation:XValidation:rule="!has(self.selector.matchExpressions) || self.selector.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="selector.matchExpressions operator must be one of In, NotIn, Exists, DoesNotExist"
-// +kubebuilder:validation:XValidation:rule="!has(self.selector.matchExpressions) || self.selector.matchExpressions.all(e, e.operator in ['Exists', 'DoesNotExist'] ? (!has(e.values) || size(e.values) == 0) : (has(e.values) && size(e.values) > 0))",message="selector.matchExpressions: In and NotIn need values; Exists and DoesNotExist take none"
 type Workload struct {
 	// Name identifies the entry; it is written to matched pods as
 	// meshrole.io/workload and shows in status.
@@ -110,7 +108,9 @@ type Workload struct {
 	Name string `json:"name"`
 
 	// Selector picks pods by their labels. An empty selector ({}) picks every
-	// pod the policy applies to.
+	// pod the policy applies to. A selector the API server cannot check (a
+	// matchExpressions operator other than In, NotIn, Exists, DoesNotExist)
+	// matches nothing and turns the policy's Ready condition False.
 	// +required
 	Selector metav1.LabelSelector `json:"selector"`
 

@@ -1,0 +1,153 @@
+package harness
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Webhook is the meshrole webhook server running as a child process on
+// 127.0.0.1. Its ports are chosen once, so it can be stopped and started
+// again behind the same webhook configuration.
+type Webhook struct {
+	Port        int
+	ProbePort   int
+	MetricsPort int
+
+	proc   *Process
+	caPEM  []byte
+	client *http.Client
+}
+
+func newWebhook(bin, workDir, certDir, kubeconfig string, caPEM []byte, extra []string) (*Webhook, error) {
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	w := &Webhook{Port: ports[0], ProbePort: ports[1], MetricsPort: ports[2], caPEM: caPEM}
+	args := []string{
+		"--webhook-host=127.0.0.1",
+		"--webhook-port=" + strconv.Itoa(w.Port),
+		"--cert-dir=" + certDir,
+		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(w.ProbePort),
+		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(w.MetricsPort),
+		"--kubeconfig=" + kubeconfig,
+		"--webhook-configuration-name=" + WebhookConfigurationName,
+		"--leader-elect=false",
+	}
+	w.proc = &Process{
+		Name:        "meshrole webhook",
+		Path:        bin,
+		Args:        append(args, extra...),
+		LogPath:     filepath.Join(workDir, "webhook.log"),
+		StopTimeout: 15 * time.Second,
+	}
+	w.client = &http.Client{Timeout: time.Second}
+	return w, nil
+}
+
+// URL is the webhook's endpoint as the API server calls it.
+func (w *Webhook) URL() string {
+	return fmt.Sprintf("https://127.0.0.1:%d%s", w.Port, WebhookPath)
+}
+
+// MetricsURL is the webhook's Prometheus endpoint.
+func (w *Webhook) MetricsURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d/metrics", w.MetricsPort)
+}
+
+// LogPath is the webhook's log file (appended to across restarts).
+func (w *Webhook) LogPath() string { return w.proc.LogPath }
+
+// LogTail returns the last n lines of the webhook's log.
+func (w *Webhook) LogTail(n int) string { return w.proc.LogTail(n) }
+
+// Running reports whether the webhook process is up.
+func (w *Webhook) Running() bool { return w.proc.Running() }
+
+// Start starts the webhook and waits until /readyz answers 200 and the
+// webhook port completes a TLS handshake with a certificate the CA signed.
+func (w *Webhook) Start(ctx context.Context) error {
+	if err := w.proc.Start(); err != nil {
+		return err
+	}
+	if err := w.waitReady(ctx, 60*time.Second); err != nil {
+		_ = w.proc.Stop()
+		return fmt.Errorf("%w\n--- webhook log (%s):\n%s", err, w.proc.LogPath, w.proc.LogTail(40))
+	}
+	return nil
+}
+
+// Stop sends SIGTERM and waits for the webhook to exit.
+func (w *Webhook) Stop() error { return w.proc.Stop() }
+
+func (w *Webhook) waitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(w.caPEM)
+	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", w.ProbePort)
+	var last string
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.proc.Exited():
+			return fmt.Errorf("meshrole webhook exited before it was ready (%s)", w.proc.ExitStatus())
+		case <-ctx.Done():
+			return fmt.Errorf("meshrole webhook not ready after %v: %s", timeout, last)
+		case <-tick.C:
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, readyz, nil)
+		resp, err := w.client.Do(req)
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			last = fmt.Sprintf("%s answered %s", readyz, resp.Status)
+			continue
+		}
+		d := tls.Dialer{Config: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}}
+		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(w.Port)))
+		if err != nil {
+			last = "webhook port: " + err.Error()
+			continue
+		}
+		_ = conn.Close()
+		return nil
+	}
+}
+
+// freePorts returns n distinct ports free on 127.0.0.1 right now.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			_ = l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("picking a free port: %w", err)
+		}
+		lns = append(lns, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// Exited is closed when the webhook process exits.
+func (w *Webhook) Exited() <-chan struct{} { return w.proc.Exited() }
+
+// ExitStatus describes how the webhook process ended; "" while it runs.
+func (w *Webhook) ExitStatus() string { return w.proc.ExitStatus() }
