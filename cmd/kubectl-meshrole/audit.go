@@ -17,6 +17,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -197,8 +198,8 @@ func auditNamespace(ctx context.Context, c client.Reader, store *policy.Store, n
 		if err := c.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: sts.Spec.ServiceName}, &svc); err != nil || svc.Spec.ClusterIP != corev1.ClusterIPNone {
 			continue
 		}
-		selector, err := labels.ValidatedSelectorFromSet(sts.Spec.Template.Labels)
-		if err != nil {
+		selector, err := metav1.LabelSelectorAsSelector(sts.Spec.Selector)
+		if err != nil || selector.Empty() {
 			continue
 		}
 		for j := range pods.Items {
