@@ -64,6 +64,11 @@ unit:
 e2e: testenv build
 	MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go test -count=1 -v -timeout 20m ./test/e2e/...
 
+## istio: meshrole against Istio's real injector (test/istio, a module of its own; a cold build takes ~3 min).
+.PHONY: istio
+istio: testenv build
+	cd test/istio && go vet ./... && MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go test -count=1 -v -timeout 20m ./...
+
 ## demo: start a local control plane with the webhook, apply examples/eureka and print what each pod got (KEEP=1 keeps it running).
 .PHONY: demo
 demo: testenv build
@@ -71,7 +76,7 @@ demo: testenv build
 
 ## test: everything CI checks.
 .PHONY: test
-test: verify-generated fmt-check vet lint unit e2e
+test: verify-generated fmt-check vet lint unit e2e istio
 
 .PHONY: help
 help:
