@@ -2,14 +2,18 @@ package mutate
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 )
 
 // IstioInjectorsBefore returns the names of the mutating webhook
@@ -38,19 +42,24 @@ func isIstioInjector(c *admissionregistrationv1.MutatingWebhookConfiguration) bo
 }
 
 // OrderingCheck reports, at start-up and then periodically, any Istio
-// injector the API server would call before meshrole: in the log and in the
-// gauge meshrole_istio_injectors_before_meshrole.
+// injector the API server would call before meshrole: in the log, in the
+// gauge meshrole_istio_injectors_before_meshrole, and as a Warning event on
+// meshrole's MutatingWebhookConfiguration (kubectl describe shows it) when
+// the set of such injectors changes.
 type OrderingCheck struct {
 	reader   client.Reader
+	recorder recorder.EventRecorder
 	ours     string
 	interval time.Duration
 	gauge    prometheus.Gauge
+	reported []string
 }
 
 // NewOrderingCheck creates the check and registers its gauge.
-func NewOrderingCheck(reader client.Reader, ours string, registerer prometheus.Registerer) *OrderingCheck {
+func NewOrderingCheck(reader client.Reader, rec recorder.EventRecorder, ours string, registerer prometheus.Registerer) *OrderingCheck {
 	c := &OrderingCheck{
 		reader:   reader,
+		recorder: rec,
 		ours:     ours,
 		interval: time.Minute,
 		gauge: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -72,18 +81,32 @@ func (c *OrderingCheck) Start(ctx context.Context) error {
 		if err := c.reader.List(ctx, &list); err != nil {
 			logger.Error(err, "listing mutating webhook configurations")
 		} else {
-			before := IstioInjectorsBefore(c.ours, list.Items)
-			c.gauge.Set(float64(len(before)))
-			if len(before) > 0 {
-				logger.Info("Istio's injector runs before meshrole: its verdict comes too late for these pods; rename meshrole's configuration so it sorts first",
-					"meshrole", c.ours, "istioInjectors", before)
-			}
+			c.report(logger, list.Items)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
 		}
+	}
+}
+
+func (c *OrderingCheck) report(logger logr.Logger, configs []admissionregistrationv1.MutatingWebhookConfiguration) {
+	before := IstioInjectorsBefore(c.ours, configs)
+	c.gauge.Set(float64(len(before)))
+	if len(before) == 0 {
+		c.reported = nil
+		return
+	}
+	message := fmt.Sprintf("Istio's injector %s sorts before %s, so the API server calls it first and meshrole's verdict comes too late: rename %s so it sorts before every istio-* configuration",
+		strings.Join(before, ", "), c.ours, c.ours)
+	logger.Info(message, "meshrole", c.ours, "istioInjectors", before)
+	if slices.Equal(before, c.reported) {
+		return
+	}
+	c.reported = before
+	if i := slices.IndexFunc(configs, func(m admissionregistrationv1.MutatingWebhookConfiguration) bool { return m.Name == c.ours }); i >= 0 && c.recorder != nil {
+		c.recorder.Eventf(&configs[i], nil, corev1.EventTypeWarning, "IstioInjectorFirst", "CheckOrder", "%s", message)
 	}
 }
 

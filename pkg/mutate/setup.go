@@ -31,7 +31,7 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, webhookConfigura
 	}
 	synced := func() bool { return policiesSynced() && nsInformer.HasSynced() }
 
-	ordering := NewOrderingCheck(mgr.GetCache(), webhookConfigurationName, metrics.Registry)
+	ordering := NewOrderingCheck(mgr.GetCache(), mgr.GetEventRecorder("meshrole"), webhookConfigurationName, metrics.Registry)
 	if err := mgr.Add(ordering); err != nil {
 		return err
 	}
