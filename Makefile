@@ -59,6 +59,14 @@ certs:
 unit:
 	go test -count=1 ./pkg/... ./cmd/... ./certs/... ./test/harness/...
 
+## fuzz: bounded fuzzing of the admission handler and the merges (FUZZTIME each; failing inputs land in testdata/fuzz).
+FUZZTIME ?= 10s
+.PHONY: fuzz
+fuzz:
+	go test -run '^$$' -fuzz '^FuzzReview$$' -fuzztime $(FUZZTIME) ./pkg/mutate
+	go test -run '^$$' -fuzz '^FuzzMergePortList$$' -fuzztime $(FUZZTIME) ./pkg/policy
+	go test -run '^$$' -fuzz '^FuzzMergeHoldApplication$$' -fuzztime $(FUZZTIME) ./pkg/policy
+
 ## e2e: the end-to-end suite on a real kube-apiserver, etcd and kube-controller-manager.
 .PHONY: e2e
 e2e: testenv build
@@ -76,7 +84,7 @@ demo: testenv build
 
 ## test: everything CI checks.
 .PHONY: test
-test: verify-generated fmt-check vet lint unit e2e istio
+test: verify-generated fmt-check vet lint unit fuzz e2e istio
 
 .PHONY: help
 help:
