@@ -32,6 +32,7 @@ func TestMeshrole(t *testing.T) {
 	t.Run("pod already injected by Istio: meshrole changes nothing and warns about the webhook order", testAlreadyInjected)
 	t.Run("invalid policies are refused by the API server with a clear message", testInvalidPolicies)
 	t.Run("a selector the schema cannot check matches nothing and turns Ready False", testInvalidSelectorStatus)
+	t.Run("examples: each of examples/*/ applied as a user would, its pods get their verdicts", testExamples)
 	t.Run("kubectl meshrole audit finds the seed's traps in a live cluster and exits 1", testAudit)
 	t.Run("webhook down with failurePolicy Fail: enabled namespaces refuse pods, others do not", testWebhookDown)
 }
