@@ -10,7 +10,6 @@ import (
 	"slices"
 
 	admissionv1 "k8s.io/api/admission/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -88,7 +87,7 @@ func (m *PodMutator) handle(ctx context.Context, req admission.Request) (admissi
 	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the pod: %w", err)), OutcomeError, ""
 	}
-	namespace := pod.Namespace
+	namespace := pod.ObjectMeta.Namespace
 	if namespace == "" {
 		// Pods made by controllers (generateName) arrive without one.
 		namespace = req.Namespace
@@ -101,7 +100,7 @@ func (m *PodMutator) handle(ctx context.Context, req admission.Request) (admissi
 	decision := m.Policies.Decide(policy.Input{
 		Namespace:       namespace,
 		NamespaceLabels: labels.Set(nsLabels),
-		PodLabels:       labels.Set(pod.Labels),
+		PodLabels:       labels.Set(pod.ObjectMeta.Labels),
 	})
 	if !decision.Matched() {
 		return admission.Allowed(""), OutcomeUnmatched, ""
@@ -119,14 +118,14 @@ func (m *PodMutator) handle(ctx context.Context, req admission.Request) (admissi
 	}
 
 	effect := decision.Effect()
-	newLabels, newAnnotations, warnings := effect.Apply(pod.Labels, pod.Annotations)
+	newLabels, newAnnotations, warnings := effect.Apply(pod.ObjectMeta.Labels, pod.ObjectMeta.Annotations)
 	warnings = append(decision.Warnings(), warnings...)
 
 	outcome := OutcomePatched
 	if decision.Winner == nil {
 		outcome = OutcomeDryRun
 	}
-	resp, changed, err := patch(pod.Labels, pod.Annotations, newLabels, newAnnotations)
+	resp, changed, err := patch(pod.ObjectMeta.Labels, pod.ObjectMeta.Annotations, newLabels, newAnnotations)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err), OutcomeError, role
 	}
@@ -140,8 +139,12 @@ func (m *PodMutator) handle(ctx context.Context, req admission.Request) (admissi
 // whole corev1.Pod, keeps the admission close to the cost of reading the
 // review at all.
 type podView struct {
-	metav1.ObjectMeta `json:"metadata"`
-	Spec              struct {
+	ObjectMeta struct {
+		Namespace   string            `json:"namespace"`
+		Labels      map[string]string `json:"labels"`
+		Annotations map[string]string `json:"annotations"`
+	} `json:"metadata"`
+	Spec struct {
 		Containers     []namedContainer `json:"containers"`
 		InitContainers []namedContainer `json:"initContainers"`
 	} `json:"spec"`
@@ -159,7 +162,7 @@ func (p *podView) alreadyInjected() bool {
 	if slices.ContainsFunc(p.Spec.Containers, isProxy) || slices.ContainsFunc(p.Spec.InitContainers, isProxy) {
 		return true
 	}
-	_, ok := p.Annotations[policy.IstioSidecarStatus]
+	_, ok := p.ObjectMeta.Annotations[policy.IstioSidecarStatus]
 	return ok
 }
 
