@@ -17,6 +17,18 @@ import (
 	"github.com/meshrole/meshrole/test/harness"
 )
 
+// allPeersPolicy makes every pod of its namespace peer-stateful.
+const allPeersPolicy = `
+apiVersion: meshrole.io/v1alpha1
+kind: MeshRolePolicy
+metadata: {name: peers}
+spec:
+  workloads:
+  - name: all-peers
+    selector: {}
+    role: peer-stateful
+`
+
 func webhookAddr() string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(h.Webhook.Port))
 }
@@ -58,16 +70,7 @@ func testNamespaceIsolation(t *testing.T) {
 	const a, b = "e2e-isolation-a", "e2e-isolation-b"
 	createNamespace(t, ctx, a, true, nil)
 	createNamespace(t, ctx, b, true, nil)
-	applyYAML(t, ctx, a, `
-apiVersion: meshrole.io/v1alpha1
-kind: MeshRolePolicy
-metadata: {name: peers}
-spec:
-  workloads:
-  - name: all-peers
-    selector: {}
-    role: peer-stateful
-`)
+	applyYAML(t, ctx, a, allPeersPolicy)
 	inA := newPod(a, "x", map[string]string{"app": "x"}, nil)
 	inB := newPod(b, "x", map[string]string{"app": "x"}, nil)
 	for _, p := range []*corev1.Pod{inA, inB} {
@@ -143,16 +146,7 @@ func testCertificateRotation(t *testing.T) {
 
 	const ns = "e2e-rotation"
 	createNamespace(t, ctx, ns, true, nil)
-	applyYAML(t, ctx, ns, `
-apiVersion: meshrole.io/v1alpha1
-kind: MeshRolePolicy
-metadata: {name: peers}
-spec:
-  workloads:
-  - name: all-peers
-    selector: {}
-    role: peer-stateful
-`)
+	applyYAML(t, ctx, ns, allPeersPolicy)
 	pod := newPod(ns, "after-rotation", map[string]string{"app": "x"}, nil)
 	if err := h.Client.Create(ctx, pod); err != nil {
 		t.Fatalf("pod creation after rotation: %v", err)
