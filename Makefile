@@ -63,9 +63,9 @@ unit:
 FUZZTIME ?= 10s
 .PHONY: fuzz
 fuzz:
-	go test -run '^$$' -fuzz '^FuzzReview$$' -fuzztime $(FUZZTIME) ./pkg/mutate
-	go test -run '^$$' -fuzz '^FuzzMergePortList$$' -fuzztime $(FUZZTIME) ./pkg/policy
-	go test -run '^$$' -fuzz '^FuzzMergeHoldApplication$$' -fuzztime $(FUZZTIME) ./pkg/policy
+	go test -run '^$$' -fuzz '^FuzzReview$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./pkg/mutate
+	go test -run '^$$' -fuzz '^FuzzMergePortList$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./pkg/policy
+	go test -run '^$$' -fuzz '^FuzzMergeHoldApplication$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./pkg/policy
 
 ## e2e: the end-to-end suite on a real kube-apiserver, etcd and kube-controller-manager.
 .PHONY: e2e
