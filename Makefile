@@ -77,6 +77,17 @@ e2e: testenv build
 istio: testenv build
 	cd test/istio && go vet ./... && MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go test -count=1 -v -timeout 20m ./...
 
+## install: the Helm chart installed on a real API server, both certificate modes, with cert-manager's real controllers and CA injector (test/install).
+.PHONY: install
+install: testenv build
+	cd test/install && go vet ./... && MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go test -count=1 -v -timeout 20m ./...
+
+## image: the webhook's container image (needs a Docker engine).
+IMAGE ?= meshrole-webhook:$(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' charts/meshrole/Chart.yaml)
+.PHONY: image
+image:
+	docker build -t $(IMAGE) .
+
 ## demo: start a local control plane with the webhook, apply examples/eureka and print what each pod got (KEEP=1 keeps it running).
 .PHONY: demo
 demo: testenv build
@@ -84,7 +95,7 @@ demo: testenv build
 
 ## test: everything CI checks.
 .PHONY: test
-test: verify-generated fmt-check vet lint unit fuzz e2e istio
+test: verify-generated fmt-check vet lint unit fuzz e2e istio install
 
 .PHONY: help
 help:

@@ -68,10 +68,24 @@ Container image reference.
 {{- end }}
 
 {{/*
-Name of the Secret holding the serving certificate (tls.crt, tls.key, ca.crt), in both TLS modes.
+Name of the Secret holding the serving certificate (tls.crt, tls.key, ca.crt) that the pods mount.
+The two TLS modes use different Secrets: cert-manager keeps writing (and, after an uninstall,
+keeps) the one its Certificate names, so a Secret Helm generates must never have that name, or
+switching modes (helm upgrade --set certManager.enabled=false) and reinstalling without
+cert-manager fail on a Secret Helm does not own, or race with cert-manager's issuing controller.
 */}}
 {{- define "meshrole.tlsSecretName" -}}
+{{- if .Values.certManager.enabled }}
+{{- include "meshrole.certManagerTLSSecretName" . }}
+{{- else }}
+{{- include "meshrole.generatedTLSSecretName" . }}
+{{- end }}
+{{- end }}
+{{- define "meshrole.certManagerTLSSecretName" -}}
 {{- printf "%s-tls" (include "meshrole.fullname" .) }}
+{{- end }}
+{{- define "meshrole.generatedTLSSecretName" -}}
+{{- printf "%s-generated-tls" (include "meshrole.fullname" .) }}
 {{- end }}
 
 {{/*

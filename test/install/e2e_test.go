@@ -1,0 +1,391 @@
+package install_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshrole/meshrole/certs"
+	"github.com/meshrole/meshrole/pkg/policy"
+	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
+	"github.com/meshrole/meshrole/test/harness"
+)
+
+// localWebhook is bin/webhook running on 127.0.0.1 as the chart's
+// Deployment would run it: with the release's ServiceAccount's credentials
+// (a token from the TokenRequest API) and the chart's webhook configuration
+// name. No kubelet runs the Deployment's pods here.
+type localWebhook struct {
+	proc      *harness.Process
+	port      int
+	probePort int
+	caPEM     []byte
+}
+
+func (w *localWebhook) url() string {
+	return fmt.Sprintf("https://127.0.0.1:%d/mutate-v1-pod", w.port)
+}
+
+// startLocalWebhook writes the serving certificate into a directory, gets a
+// token for the release's ServiceAccount and starts the webhook with it.
+func startLocalWebhook(t *testing.T, e *env, name string, caPEM, certPEM, keyPEM []byte) *localWebhook {
+	t.Helper()
+	ctx := t.Context()
+	certDir := filepath.Join(workDir, name, "certs")
+	b := &certs.Bundle{CAPEM: caPEM, CertPEM: certPEM, KeyPEM: keyPEM}
+	if err := b.Write(certDir); err != nil {
+		t.Fatal(err)
+	}
+
+	// The pods' credentials: a bound token for the chart's ServiceAccount.
+	tr, err := e.Clientset.CoreV1().ServiceAccounts(releaseNamespace).CreateToken(ctx, serviceAccount, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("token for ServiceAccount %s/%s: %v", releaseNamespace, serviceAccount, err)
+	}
+	kubeconfig, err := writeKubeconfig(name+"-sa", e.Config, clientcmdapi.AuthInfo{Token: tr.Status.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ports, err := freePorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &localWebhook{port: ports[0], probePort: ports[1], caPEM: caPEM}
+	w.proc = &harness.Process{
+		Name:        "meshrole webhook",
+		Path:        e.WebhookBin,
+		LogPath:     filepath.Join(workDir, name, "webhook.log"),
+		StopTimeout: 15 * time.Second,
+		// The chart's arguments, except addresses and paths; leader
+		// election needs the in-cluster namespace file, so it is off here
+		// (the lease permissions are checked by the RBAC test).
+		Args: []string{
+			"--webhook-host=127.0.0.1",
+			"--webhook-port=" + strconv.Itoa(w.port),
+			"--cert-dir=" + certDir,
+			"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(ports[2]),
+			"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(w.probePort),
+			"--webhook-configuration-name=" + webhookConfigurationName,
+			"--kubeconfig=" + kubeconfig,
+			"--leader-elect=false",
+		},
+	}
+	if err := os.MkdirAll(filepath.Dir(w.proc.LogPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := w.proc.Stop(); err != nil {
+			t.Errorf("stopping the webhook: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("--- webhook log (%s):\n%s", w.proc.LogPath, w.proc.LogTail(30))
+		}
+	})
+	return w
+}
+
+// start starts the process and waits until /readyz answers 200 (caches
+// synced with the service account's permissions, certificate loaded) and
+// the webhook port completes a TLS handshake verified against the CA.
+func (w *localWebhook) start(ctx context.Context) error {
+	if err := w.proc.Start(); err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(w.caPEM)
+	hc := &http.Client{Timeout: time.Second}
+	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", w.probePort)
+	err := eventually(ctx, 60*time.Second, func() (bool, string, error) {
+		select {
+		case <-w.proc.Exited():
+			return false, "", fmt.Errorf("webhook exited (%s):\n%s", w.proc.ExitStatus(), w.proc.LogTail(30))
+		default:
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, readyz, nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return false, readyz + ": " + resp.Status, nil
+		}
+		d := tls.Dialer{Config: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}}
+		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(w.port)))
+		if err != nil {
+			return false, "TLS: " + err.Error(), nil
+		}
+		_ = conn.Close()
+		return true, "", nil
+	})
+	if err != nil {
+		_ = w.proc.Stop()
+		return fmt.Errorf("webhook not ready: %w\n--- log:\n%s", err, w.proc.LogTail(30))
+	}
+	return nil
+}
+
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			_ = l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// pointInstalledWebhookAt rewrites the installed configuration's
+// clientConfig from the chart's Service to the local webhook's URL; with
+// caBundle nil the caBundle is left as it is (cert-manager mode: the CA
+// injector keeps it). Everything else stays as the chart rendered it.
+func pointInstalledWebhookAt(t *testing.T, e *env, url string, caBundle []byte) {
+	t.Helper()
+	mwc, w := installedWebhook(t, e)
+	w.ClientConfig.Service = nil
+	w.ClientConfig.URL = &url
+	if caBundle != nil {
+		w.ClientConfig.CABundle = caBundle
+	}
+	if err := e.Client.Update(t.Context(), mwc); err != nil {
+		t.Fatalf("pointing %s at %s: %v", mwc.Name, url, err)
+	}
+}
+
+// e2eThroughInstalledChart runs meshrole behind the installed webhook
+// configuration: the Eureka example policy in an enabled namespace, pods
+// created for real, and the namespaces the chart excludes.
+func e2eThroughInstalledChart(t *testing.T, e *env, w *localWebhook, appNS string) {
+	ctx := t.Context()
+	c := e.Client
+
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNS, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}}
+	if err := c.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Delete(context.Background(), ns) })
+
+	objs, err := harness.ReadManifests(filepath.Join(e.Root, "examples", "eureka", "policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 1 || objs[0].GetKind() != "MeshRolePolicy" {
+		t.Fatalf("examples/eureka/policy.yaml: want one MeshRolePolicy, have %v", objectIDs(objs))
+	}
+	pol := objs[0]
+	pol.SetNamespace(appNS)
+	if err := c.Create(ctx, pol); err != nil {
+		t.Fatalf("applying examples/eureka/policy.yaml in %s: %v", appNS, err)
+	}
+	ref := appNS + "/" + pol.GetName()
+
+	// The webhook sees the policy through its informer: wait until a dry-run
+	// pod gets its verdict through the API server.
+	if err := eventually(ctx, 30*time.Second, func() (bool, string, error) {
+		p := harness.ProbePod(appNS, map[string]string{"app": "eureka-server"})
+		if err := c.Create(ctx, p, client.DryRunAll); err != nil {
+			return false, err.Error(), nil
+		}
+		return p.Annotations[policy.PolicyAnnotation] == ref, fmt.Sprintf("annotations %v", p.Annotations), nil
+	}); err != nil {
+		t.Fatalf("the webhook behind %s did not apply policy %s: %v", webhookConfigurationName, ref, err)
+	}
+
+	// Pods stay until the end of the whole run (the status check counts
+	// them); nothing runs them, so they are deleted at once.
+	outer := t
+	create := func(t *testing.T, ns string, lbls map[string]string) *corev1.Pod {
+		t.Helper()
+		p := harness.ProbePod(ns, lbls)
+		if err := c.Create(ctx, p); err != nil {
+			t.Fatalf("creating a pod labelled %v in %s: %v", lbls, ns, err)
+		}
+		outer.Cleanup(func() { _ = c.Delete(context.Background(), p) })
+		return p
+	}
+
+	t.Run("a peer-stateful pod (app=eureka-server) is created without the sidecar", func(t *testing.T) {
+		p := create(t, appNS, map[string]string{"app": "eureka-server"})
+		want := map[string]string{policy.IstioInjectKey: "false", policy.IstioDataplaneModeLabel: "none"}
+		for k, v := range want {
+			if p.Labels[k] != v {
+				t.Errorf("label %s = %q, want %q (labels %v)", k, p.Labels[k], v, p.Labels)
+			}
+		}
+		wantAnn := map[string]string{
+			policy.IstioInjectKey:     "false",
+			policy.RoleAnnotation:     string(v1alpha1.RolePeerStateful),
+			policy.PolicyAnnotation:   ref,
+			policy.WorkloadAnnotation: "eureka-peers",
+		}
+		for k, v := range wantAnn {
+			if p.Annotations[k] != v {
+				t.Errorf("annotation %s = %q, want %q (annotations %v)", k, p.Annotations[k], v, p.Annotations)
+			}
+		}
+	})
+
+	t.Run("a client-stateless pod (app=eureka-client) keeps the sidecar and dials 8761 directly", func(t *testing.T) {
+		p := create(t, appNS, map[string]string{"app": "eureka-client"})
+		if p.Labels[policy.IstioInjectKey] != "true" || p.Annotations[policy.IstioInjectKey] != "true" {
+			t.Errorf("sidecar.istio.io/inject: label %q, annotation %q, want both \"true\"", p.Labels[policy.IstioInjectKey], p.Annotations[policy.IstioInjectKey])
+		}
+		if ports := strings.Split(p.Annotations[policy.IstioExcludeOutboundPorts], ","); !slices.Contains(ports, "8761") {
+			t.Errorf("%s = %q, want it to contain 8761", policy.IstioExcludeOutboundPorts, p.Annotations[policy.IstioExcludeOutboundPorts])
+		}
+		if p.Annotations[policy.WorkloadAnnotation] != "eureka-clients" || p.Annotations[policy.RoleAnnotation] != string(v1alpha1.RoleClientStateless) {
+			t.Errorf("annotations %v, want workload eureka-clients, role client-stateless", p.Annotations)
+		}
+	})
+
+	t.Run("a pod no policy matches is admitted unchanged", func(t *testing.T) {
+		p := create(t, appNS, map[string]string{"app": "billing"})
+		for k := range p.Annotations {
+			if strings.HasPrefix(k, "meshrole.io/") || strings.Contains(k, "istio.io/") {
+				t.Errorf("unmatched pod got annotation %s=%q", k, p.Annotations[k])
+			}
+		}
+		if len(p.Labels) != 1 {
+			t.Errorf("unmatched pod's labels changed: %v", p.Labels)
+		}
+	})
+
+	t.Run("the server counts the pods in the policy's status, with the service account's permissions", func(t *testing.T) {
+		// One eureka-server and one eureka-client pod were created above.
+		want := []v1alpha1.WorkloadStatus{{Name: "eureka-peers", MatchedPods: 1}, {Name: "eureka-clients", MatchedPods: 1}}
+		var mrp v1alpha1.MeshRolePolicy
+		err := eventually(ctx, 30*time.Second, func() (bool, string, error) {
+			if err := c.Get(ctx, types.NamespacedName{Namespace: appNS, Name: pol.GetName()}, &mrp); err != nil {
+				return false, "", err
+			}
+			ready := findCondition(mrp.Status.Conditions, "Ready")
+			if mrp.Status.ObservedGeneration != mrp.Generation || ready == nil || ready.Status != metav1.ConditionTrue ||
+				!slices.Equal(mrp.Status.Workloads, want) {
+				return false, fmt.Sprintf("status %+v, want Ready, observedGeneration %d, workloads %+v", mrp.Status, mrp.Generation, want), nil
+			}
+			return true, "", nil
+		})
+		if err != nil {
+			t.Fatalf("policy %s: %v", ref, err)
+		}
+		t.Logf("policy %s status: observedGeneration %d, workloads %+v", ref, mrp.Status.ObservedGeneration, mrp.Status.Workloads)
+	})
+
+	t.Run("the release namespace and kube-system are never sent to the webhook, even labelled", func(t *testing.T) {
+		for _, name := range []string{releaseNamespace, "kube-system"} {
+			setNamespaceLabel(t, e, name, policy.EnabledNamespaceLabel, ptr.To("true"))
+			t.Cleanup(func() { setNamespaceLabel(t, e, name, policy.EnabledNamespaceLabel, nil) })
+		}
+		// A control namespace, enabled after those labels were set: once the
+		// API server's namespace informer shows it enabled, it has seen the
+		// earlier labels too (watch events arrive in resourceVersion order).
+		control := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+			Name: appNS + "-control", Labels: map[string]string{policy.EnabledNamespaceLabel: "true"},
+		}}
+		if err := c.Create(ctx, control); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Delete(context.Background(), control) })
+
+		if err := w.proc.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			// Bring the webhook back for whatever runs next.
+			if err := w.start(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+		// With failurePolicy Fail and the webhook down, an enabled namespace
+		// refuses pods: proof that the API server calls the webhook for it.
+		var refusal error
+		err := eventually(ctx, 10*time.Second, func() (bool, string, error) {
+			p := harness.ProbePod(control.Name, map[string]string{"app": "eureka-server"})
+			if err := c.Create(ctx, p, client.DryRunAll); err != nil {
+				refusal = err
+				return true, "", nil
+			}
+			return false, "pod admitted", nil
+		})
+		if err != nil {
+			t.Fatalf("enabled namespace %s still admits pods with the webhook down: %v", control.Name, err)
+		}
+		if !strings.Contains(refusal.Error(), "pods.meshrole.io") {
+			t.Errorf("the refusal does not name the webhook: %v", refusal)
+		}
+		t.Logf("enabled namespace %s, webhook down: refused (%v)", control.Name, refusal)
+
+		for _, name := range []string{releaseNamespace, "kube-system"} {
+			p := create(t, name, map[string]string{"app": "eureka-server"})
+			t.Logf("namespace %s (labelled %s=true), webhook down: pod %s created", name, policy.EnabledNamespaceLabel, p.Name)
+		}
+	})
+}
+
+func findCondition(conds []metav1.Condition, typ string) *metav1.Condition {
+	for i := range conds {
+		if conds[i].Type == typ {
+			return &conds[i]
+		}
+	}
+	return nil
+}
+
+// setNamespaceLabel sets (value non-nil) or removes a namespace label.
+func setNamespaceLabel(t *testing.T, e *env, name, key string, value *string) {
+	t.Helper()
+	var ns corev1.Namespace
+	ctx := context.Background()
+	if err := e.Client.Get(ctx, client.ObjectKey{Name: name}, &ns); err != nil {
+		if apierrors.IsNotFound(err) && value == nil {
+			return
+		}
+		t.Fatal(err)
+	}
+	orig := ns.DeepCopy()
+	if value == nil {
+		delete(ns.Labels, key)
+	} else {
+		if ns.Labels == nil {
+			ns.Labels = map[string]string{}
+		}
+		ns.Labels[key] = *value
+	}
+	if err := e.Client.Patch(ctx, &ns, client.MergeFrom(orig)); err != nil {
+		t.Fatalf("labelling namespace %s: %v", name, err)
+	}
+}

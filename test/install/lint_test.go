@@ -1,0 +1,125 @@
+package install_test
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/lint/support"
+
+	"github.com/meshrole/meshrole/test/harness"
+)
+
+// TestHelmLint is `helm lint --strict charts/meshrole` (the SDK's Lint
+// action, which runs pkg/lint's rules: Chart.yaml, values against
+// values.schema.json, every template rendered and parsed as YAML, and the
+// rendered objects' metadata) in both certificate modes, for Kubernetes 1.37.
+func TestHelmLint(t *testing.T) {
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chartDir := filepath.Join(root, "charts", "meshrole")
+	kubeVersion, err := chartutil.ParseKubeVersion("v1.37.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+	}{
+		{"strict lint is clean with cert-manager (certManager.enabled=true, the default)", nil},
+		{"strict lint is clean with Helm-generated certificates (certManager.enabled=false)", map[string]any{
+			"certManager": map[string]any{"enabled": false},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lint := action.NewLint()
+			lint.Strict = true
+			lint.Namespace = releaseNamespace
+			lint.KubeVersion = kubeVersion
+			res := lint.Run([]string{chartDir}, tc.vals)
+			if res.TotalChartsLinted != 1 {
+				t.Errorf("linted %d charts, want 1", res.TotalChartsLinted)
+			}
+			for _, msg := range res.Messages {
+				if msg.Severity > support.InfoSev {
+					t.Errorf("%s", msg)
+				} else {
+					t.Logf("%s", msg)
+				}
+			}
+			for _, err := range res.Errors {
+				t.Errorf("lint error: %v", err)
+			}
+		})
+	}
+
+	// The same lint run does catch a value the schema forbids.
+	t.Run("strict lint fails for a failurePolicy outside values.schema.json", func(t *testing.T) {
+		lint := action.NewLint()
+		lint.Strict = true
+		lint.Namespace = releaseNamespace
+		lint.KubeVersion = kubeVersion
+		vals := map[string]any{"webhook": map[string]any{"failurePolicy": "Sometimes"}}
+		res := lint.Run([]string{chartDir}, vals)
+		if len(res.Errors) == 0 {
+			t.Fatalf("lint passed with values %v", vals)
+		}
+		for _, err := range res.Errors {
+			t.Logf("lint error (expected): %v", err)
+		}
+	})
+}
+
+// TestHelmTemplateGuards renders the chart client-side (`helm template`)
+// with values its templates refuse through fail/required. `helm lint`
+// cannot check these: in lint mode Helm's engine turns fail() and
+// required() into INFO log lines and renders on.
+func TestHelmTemplateGuards(t *testing.T) {
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chrt, err := loader.Load(filepath.Join(root, "charts", "meshrole"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	render := func(vals map[string]any) error {
+		inst := action.NewInstall(&action.Configuration{})
+		inst.DryRun = true
+		inst.ClientOnly = true
+		inst.ReleaseName = releaseName
+		inst.Namespace = releaseNamespace
+		inst.KubeVersion = &chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"}
+		_, err := inst.Run(chrt, vals)
+		return err
+	}
+	t.Run("the defaults render", func(t *testing.T) {
+		if err := render(nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+		want string
+	}{
+		{"webhook.name sorting after istio- is refused (meshrole would run after Istio's injector)",
+			map[string]any{"webhook": map[string]any{"name": "meshrole"}}, `does not sort before "istio-"`},
+		{"webhook.name istio-meshrole is refused", map[string]any{"webhook": map[string]any{"name": "istio-meshrole"}}, `does not sort before "istio-"`},
+		{"serviceAccount.create=false without serviceAccount.name is refused",
+			map[string]any{"serviceAccount": map[string]any{"create": false}}, "serviceAccount.name is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := render(tc.vals)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("helm template with %v: error %v, want one containing %q", tc.vals, err, tc.want)
+			}
+			t.Logf("refused (expected): %v", err)
+		})
+	}
+}
