@@ -29,6 +29,7 @@ type options struct {
 	ProbeAddr                string
 	WebhookConfigurationName string
 	LeaderElect              bool
+	LeaderElectionNamespace  string
 }
 
 func main() {
@@ -40,6 +41,8 @@ func main() {
 	flag.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
 	flag.StringVar(&opts.WebhookConfigurationName, "webhook-configuration-name", "00-meshrole", "Name of meshrole's MutatingWebhookConfiguration, for the ordering check against Istio's injector.")
 	flag.BoolVar(&opts.LeaderElect, "leader-elect", false, "Elect one replica to run the controllers that write (status); every replica serves admissions.")
+	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"),
+		"Namespace of the leader-election Lease (default: $POD_NAMESPACE, else the pod's own namespace in a cluster).")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine) // --zap-log-level, --zap-devel, ...
 	// --kubeconfig is registered by controller-runtime's config package.
@@ -58,11 +61,12 @@ func main() {
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), manager.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
-		HealthProbeBindAddress: opts.ProbeAddr,
-		LeaderElection:         opts.LeaderElect,
-		LeaderElectionID:       "meshrole.io",
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:  opts.ProbeAddr,
+		LeaderElection:          opts.LeaderElect,
+		LeaderElectionID:        "meshrole.io",
+		LeaderElectionNamespace: opts.LeaderElectionNamespace,
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:     opts.WebhookHost,
 			Port:     opts.WebhookPort,
