@@ -161,7 +161,7 @@ func (e *env) startControllerManager() error {
 			"--leader-elect=false",
 			"--secure-port=0",
 			"--use-service-account-credentials=false",
-			"--controllers=garbage-collector-controller,namespace-controller",
+			"--controllers=garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller",
 		},
 	}
 	if err := e.kcm.Start(); err != nil {

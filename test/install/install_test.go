@@ -127,6 +127,10 @@ func TestInstallWithCertManager(t *testing.T) {
 		checkRBAC(t, e)
 	})
 
+	t.Run("namespace editors may write MeshRolePolicies there, and no ClusterMeshRolePolicy", func(t *testing.T) {
+		checkPolicyAuthorRBAC(t, e)
+	})
+
 	t.Run("end to end: the installed configuration sends pods to meshrole, serving a certificate from the chart's CA Issuer", func(t *testing.T) {
 		// A certificate for 127.0.0.1 from the chart's own CA Issuer, issued
 		// by cert-manager: the caBundle the CA injector maintains then

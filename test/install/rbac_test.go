@@ -3,8 +3,12 @@ package install_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -118,5 +122,60 @@ func checkRBAC(t *testing.T, e *env) {
 				t.Errorf("%s can %s (reason %q): more than the server needs", user, a, st.Reason)
 			}
 		})
+	}
+}
+
+// checkPolicyAuthorRBAC: the chart aggregates MeshRolePolicy access into the
+// built-in admin, edit and view roles, and nothing for ClusterMeshRolePolicy,
+// which decides for every enabled namespace. A user bound to edit in one
+// namespace can write its MeshRolePolicies and nothing cluster-wide.
+func checkPolicyAuthorRBAC(t *testing.T, e *env) {
+	const ns, user = "policy-authors", "jane@example.com"
+	ctx := t.Context()
+	if _, err := e.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if _, err := e.Clientset.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "jane-edit"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "edit"},
+		Subjects:   []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: user}},
+	}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	allowed := func(a access) bool {
+		sar, err := e.Clientset.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+			Spec: authorizationv1.SubjectAccessReviewSpec{User: user, Groups: []string{"system:authenticated"},
+				ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.subresource, Namespace: a.namespace}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("SubjectAccessReview: %v", err)
+		}
+		return sar.Status.Allowed
+	}
+	// The clusterrole-aggregation controller folds the chart's roles into edit.
+	write := access{"create", "meshrole.io", "meshrolepolicies", "", ns}
+	for deadline := time.Now().Add(20 * time.Second); !allowed(write); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s bound to edit in %s still cannot %s", user, ns, write)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, a := range []access{
+		{"update", "meshrole.io", "meshrolepolicies", "", ns},
+		{"delete", "meshrole.io", "meshrolepolicies", "", ns},
+	} {
+		if !allowed(a) {
+			t.Errorf("%s bound to edit in %s cannot %s", user, ns, a)
+		}
+	}
+	for _, a := range []access{
+		{"create", "meshrole.io", "meshrolepolicies", "", "shop"},
+		{"create", "meshrole.io", "clustermeshrolepolicies", "", ""},
+		{"update", "meshrole.io", "clustermeshrolepolicies", "", ""},
+		{"update", "meshrole.io", "meshrolepolicies", "status", ns},
+	} {
+		if allowed(a) {
+			t.Errorf("%s bound to edit in %s can %s", user, ns, a)
+		}
 	}
 }
