@@ -68,6 +68,7 @@ func TestMalformedRequestsGet4xx(t *testing.T) {
 		{"no request", http.MethodPost, "application/json", marshal(t, noRequest), http.StatusBadRequest, "no request"},
 		{"no uid", http.MethodPost, "application/json", marshal(t, noUID), http.StatusBadRequest, "no uid"},
 		{"body over the limit", http.MethodPost, "application/json", bytes.Repeat([]byte(" "), mutate.MaxRequestBytes+1), http.StatusRequestEntityTooLarge, "exceeds"},
+		{"10 MB body", http.MethodPost, "application/json", bytes.Repeat([]byte("x"), 10<<20), http.StatusRequestEntityTooLarge, "exceeds"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
