@@ -26,11 +26,6 @@ type Effect struct {
 	HoldApplicationUntilProxyStarts bool `json:"holdApplicationUntilProxyStarts,omitempty"`
 }
 
-// Empty reports whether e writes nothing.
-func (e *Effect) Empty() bool {
-	return len(e.Labels) == 0 && len(e.Annotations) == 0 && len(e.Ports) == 0 && !e.HoldApplicationUntilProxyStarts
-}
-
 // IstioEffect is what a workload entry's role writes among Istio's keys
 // (DESIGN §4), without meshrole's own annotations.
 func IstioEffect(w *v1alpha1.Workload) Effect {

@@ -199,7 +199,7 @@ func TestConflictAndDryRunAnnotationsAndWarnings(t *testing.T) {
 func TestUnmatchedDecisionWritesNothing(t *testing.T) {
 	d := policy.NewStore().Decide(policy.Input{Namespace: "shop"})
 	e := d.Effect()
-	if !e.Empty() || len(d.Warnings()) != 0 {
+	if len(e.Labels)+len(e.Annotations)+len(e.Ports) != 0 || e.HoldApplicationUntilProxyStarts || len(d.Warnings()) != 0 {
 		t.Fatalf("effect %+v warnings %v", e, d.Warnings())
 	}
 	l, a, _ := e.Apply(nil, nil)
