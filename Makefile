@@ -57,7 +57,7 @@ certs:
 ## unit: unit and golden tests.
 .PHONY: unit
 unit:
-	go test -count=1 ./pkg/... ./cmd/... ./certs/... ./test/harness/...
+	go test -count=1 ./pkg/... ./cmd/... ./certs/... ./test/harness/... ./test/load/... ./test/bench/...
 
 ## fuzz: bounded fuzzing of the admission handler and the merges (FUZZTIME each; failing inputs land in testdata/fuzz).
 FUZZTIME ?= 10s
@@ -87,6 +87,11 @@ IMAGE ?= meshrole-webhook:$(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,
 .PHONY: image
 image:
 	docker build -t $(IMAGE) .
+
+## bench: performance figures side by side against their targets (docs/performance.md), ~2.5 min; not part of test.
+.PHONY: bench
+bench: testenv build
+	MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go run ./test/bench $(BENCH_FLAGS)
 
 ## demo: start a local control plane with the webhook, apply examples/eureka and print what each pod got (KEEP=1 keeps it running).
 .PHONY: demo

@@ -1,0 +1,422 @@
+// Command bench is `make bench`: it measures meshrole's performance figures
+// side by side in one run on this machine and prints one table, each figure
+// with its target and whether it is met (DESIGN §8, issue 7):
+//
+//   - micro: pkg/mutate's benchmarks (go test -bench, median of -micro-count
+//     runs): the admission handler against the do-nothing floor on the same
+//     pod, and a decision with 10 vs 10,000 policies;
+//   - throughput: the webhook binary over TLS and HTTP/2 (test/load), against
+//     a do-nothing webhook process on the same certificate;
+//   - pod creates through a real kube-apiserver, one client, sequential,
+//     variants alternating: no webhook, the do-nothing webhook (answering no
+//     patch, and meshrole's patch), meshrole (a pod a policy matches, and one
+//     none matches);
+//   - memory: the webhook's resident set after 10,000 policies across 1,000
+//     namespaces are cached, and after a restart with them all.
+//
+// It exits 0 when every measurement ran, whether or not targets are met, and
+// non-zero on errors (including any failed admission).
+//
+//	make testenv build && go run ./test/bench
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/meshrole/meshrole/test/harness"
+	"github.com/meshrole/meshrole/test/load/loadgen"
+)
+
+// Targets (DESIGN §8 and issue 7).
+const (
+	targetMicroRatio       = 1.5  // meshrole handler / do-nothing handler, ns/op
+	targetPolicyCountRatio = 1.2  // Decide with 10,000 policies / with 10
+	targetThroughput       = 5000 // admissions/s over TLS+HTTP/2
+	targetP99              = 5 * time.Millisecond
+	targetVsNone           = 1.15 // pod create, meshrole / no webhook (issue 7)
+	targetVsFloor          = 1.10 // pod create, meshrole / do-nothing webhook (DESIGN §8)
+	targetRSS              = 64 << 20
+)
+
+type config struct {
+	duration, warmup         time.Duration
+	workers                  int
+	throughputPolicies       int
+	pods, podWarmup          int
+	policies, namespaces     int
+	creators                 int
+	settle                   time.Duration
+	microCount               int
+	skipMicro, skipHarness   bool
+	skipPods, skipMemory     bool
+	skipHTTP1                bool
+	profile                  bool
+	keep                     bool
+	podBlock                 int
+	serveFloor, floorCertDir string
+	floorPatch               string
+}
+
+func main() {
+	var c config
+	flag.DurationVar(&c.duration, "duration", 10*time.Second, "Throughput: measured load per webhook.")
+	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "Throughput: unmeasured load before each measurement.")
+	flag.IntVar(&c.workers, "workers", 4, "Throughput: concurrent requests.")
+	flag.IntVar(&c.throughputPolicies, "throughput-policies", 10, "Throughput: policies in the namespace of the reviews.")
+	flag.IntVar(&c.pods, "pods", 500, "Pod creates: measured creates per variant.")
+	flag.IntVar(&c.podWarmup, "pod-warmup", 20, "Pod creates: unmeasured creates per variant first.")
+	flag.IntVar(&c.podBlock, "pod-block", 25, "Pod creates: consecutive creates per variant; blocks of the variants alternate in random order.")
+	flag.IntVar(&c.policies, "policies", 10000, "Memory: MeshRolePolicies to create.")
+	flag.IntVar(&c.namespaces, "namespaces", 1000, "Memory: namespaces they are spread over.")
+	flag.IntVar(&c.creators, "creators", 4, "Memory: concurrent creators.")
+	flag.DurationVar(&c.settle, "settle", 5*time.Second, "Memory: wait this long after the policies are cached before reading the resident set.")
+	flag.IntVar(&c.microCount, "micro-count", 5, "Micro: go test -count.")
+	flag.BoolVar(&c.skipMicro, "skip-micro", false, "Skip the micro-benchmarks.")
+	flag.BoolVar(&c.skipHarness, "skip-harness", false, "Skip everything that needs the control plane (throughput, pod creates, memory).")
+	flag.BoolVar(&c.skipPods, "skip-pods", false, "Skip the pod creates through the API server.")
+	flag.BoolVar(&c.skipMemory, "skip-memory", false, "Skip the memory measurement.")
+	flag.BoolVar(&c.skipHTTP1, "skip-http1", false, "Skip the HTTP/1.1 throughput row.")
+	flag.BoolVar(&c.profile, "profile", false, "Also profile the admission handler (BenchmarkAdmission/meshrole) and print go tool pprof -top.")
+	flag.BoolVar(&c.keep, "keep", false, "Keep the control plane's work directory (logs) after the run.")
+	flag.StringVar(&c.serveFloor, "serve-floor", "", "Internal: serve the do-nothing webhook on this loopback address.")
+	flag.StringVar(&c.floorCertDir, "floor-cert-dir", "", "Internal: the do-nothing webhook's tls.crt and tls.key.")
+	flag.StringVar(&c.floorPatch, "floor-patch", "", "Internal: the JSON patch the do-nothing webhook answers with on its patch path.")
+	flag.Parse()
+
+	if c.serveFloor != "" {
+		if err := serveFloor(c.serveFloor, c.floorCertDir, c.floorPatch); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(c); err != nil {
+		fmt.Fprintf(os.Stderr, "bench failed: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+var benchStart = time.Now()
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench [%5.1fs]: %s\n", time.Since(benchStart).Seconds(), fmt.Sprintf(format, args...))
+}
+
+type phase struct {
+	name string
+	took time.Duration
+	load string
+}
+
+func run(c config) (err error) {
+	ctrllog.SetLogger(logr.Discard())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	root, err := harness.RepoRoot()
+	if err != nil {
+		return err
+	}
+	t := &table{}
+	var phases []phase
+	timed := func(name string, fn func() error) error {
+		load := loadAverage()
+		start := time.Now()
+		progress("%s (load average %s)", name, load)
+		err := fn()
+		phases = append(phases, phase{name, time.Since(start), load})
+		return err
+	}
+	var failures []string
+	var profile string
+
+	if !c.skipMicro || c.profile {
+		dir, err := os.MkdirTemp("", "meshrole-bench-")
+		if err != nil {
+			return err
+		}
+		defer func() { _ = os.RemoveAll(dir) }()
+		var bin string
+		if err := timed("building pkg/mutate's test binary", func() error {
+			bin, err = buildMutateTest(ctx, root, dir)
+			return err
+		}); err != nil {
+			return err
+		}
+		if !c.skipMicro {
+			if err := timed(fmt.Sprintf("micro-benchmarks: pkg/mutate, %d runs", c.microCount), func() error {
+				m, err := runMicro(ctx, root, bin, c.microCount)
+				if err != nil {
+					return err
+				}
+				microRows(t, m)
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		if c.profile {
+			if err := timed("profiling BenchmarkAdmission/meshrole", func() error {
+				profile, err = profileHandler(ctx, root, bin)
+				return err
+			}); err != nil {
+				return err
+			}
+		}
+	}
+
+	if !c.skipHarness {
+		if bin, err := harness.WebhookBinary(root); err == nil {
+			if stale := harness.StaleSources(root, bin); len(stale) > 0 {
+				progress("warning: %s is older than %s (and %d more): run `make build`", bin, stale[0], len(stale)-1)
+			}
+		}
+		var h *harness.Harness
+		if err := timed("starting kube-apiserver, etcd, kube-controller-manager and the webhook", func() error {
+			h, err = harness.Start(ctx, harness.Options{Root: root, Progress: func(s string) { progress("  %s", s) }})
+			return err
+		}); err != nil {
+			return err
+		}
+		defer func() {
+			if err != nil || c.keep {
+				h.KeepWorkDir = true
+				fmt.Fprintf(os.Stderr, "%slogs kept in %s\n", h.Diagnostics(20), h.WorkDir)
+			}
+			if stopErr := h.Stop(); stopErr != nil {
+				err = errors.Join(err, stopErr)
+			}
+		}()
+		failures, err = harnessPhases(ctx, c, h, t, timed)
+		if err != nil {
+			return err
+		}
+	}
+
+	fmt.Printf("meshrole performance, %s, %d CPUs, %s/%s, %s\n\n", time.Now().Format("2006-01-02 15:04"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	if err := t.write(os.Stdout); err != nil {
+		return err
+	}
+	fmt.Println()
+	fmt.Println("phases (load average at start, 1/5/15 min):")
+	for _, p := range phases {
+		fmt.Printf("  %-75s %6.1fs  (%s)\n", p.name, p.took.Seconds(), p.load)
+	}
+	fmt.Printf("  total %.1fs\n", time.Since(benchStart).Seconds())
+	if m := t.missed(); len(m) > 0 {
+		fmt.Printf("\ntargets not met: %s\n", strings.Join(m, "; "))
+	} else {
+		fmt.Printf("\nall targets met\n")
+	}
+	if profile != "" {
+		fmt.Printf("\n--- go tool pprof -top (BenchmarkAdmission/meshrole)\n%s", profile)
+	}
+	if len(failures) > 0 {
+		return fmt.Errorf("failed admissions: %s", strings.Join(failures, "; "))
+	}
+	return nil
+}
+
+func microRows(t *table, m *microResult) {
+	t.section(fmt.Sprintf("micro: pkg/mutate benchmarks, in-process, no TLS (medians of %d runs)", m.Count))
+	floorLabel := "admission, do-nothing floor"
+	if m.Floor.MBPerS > 0 {
+		// go test reports MB/s of the review (b.SetBytes): its size is MB/s × ns/op.
+		floorLabel += fmt.Sprintf(" (%.1f KB review)", m.Floor.MBPerS*m.Floor.NsPerOp/1e6)
+	}
+	t.info(floorLabel, fmt.Sprintf("%s/op, %s B/op, %.0f allocs/op", ns(m.Floor.NsPerOp), thousands(int64(m.Floor.BPerOp)), m.Floor.Allocs))
+	t.info("admission, meshrole", fmt.Sprintf("%s/op, %s B/op, %.0f allocs/op", ns(m.Meshrole.NsPerOp), thousands(int64(m.Meshrole.BPerOp)), m.Meshrole.Allocs))
+	r := median(m.HandlerRatio)
+	t.check("meshrole / floor", ratio(r)+spread(m.HandlerRatio), "≤ "+ratio(targetMicroRatio), r <= targetMicroRatio)
+	t.info("Decide, 10 policies / 1 namespace", ns(m.Policies10.NsPerOp)+"/op")
+	t.info("Decide, 10,000 policies / 1,000 namespaces", ns(m.Policies10k.NsPerOp)+"/op")
+	r = median(m.PolicyRatio)
+	t.check("10,000 / 10 policies", ratio(r)+spread(m.PolicyRatio), "≤ "+ratio(targetPolicyCountRatio), r <= targetPolicyCountRatio)
+}
+
+func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, timed func(string, func() error) error) (failures []string, err error) {
+	pid, err := webhookPID(h.Webhook.Port)
+	if err != nil {
+		return nil, err
+	}
+	roots := rootsOf(h.Certs.CAPEM)
+	body, err := loadgen.TypicalReview(nsMeshrole)
+	if err != nil {
+		return nil, err
+	}
+	base := loadgen.Options{RootCAs: roots, Workers: c.workers, Duration: c.duration, Warmup: c.warmup, Body: body}
+
+	var floor *floorProcess
+	if err := timed("namespaces and policies; starting the do-nothing webhook", func() error {
+		if err := createNamespaces(ctx, h); err != nil {
+			return err
+		}
+		if err := createThroughputPolicies(ctx, h, c.throughputPolicies); err != nil {
+			return err
+		}
+		patch, err := capturePatch(ctx, h.Webhook.URL(), base)
+		if err != nil {
+			return err
+		}
+		patchFile := filepath.Join(h.WorkDir, "do-nothing-patch.json")
+		if err := os.WriteFile(patchFile, patch, 0o644); err != nil {
+			return err
+		}
+		floor, err = startFloor(ctx, h.CertDir, patchFile, h.Certs.CAPEM, filepath.Join(h.WorkDir, "do-nothing-webhook.log"))
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	defer floor.Stop()
+
+	// Throughput over TLS: the do-nothing webhook, then meshrole.
+	type run struct {
+		label string
+		opts  loadgen.Options
+		res   loadgen.Result
+	}
+	runs := []*run{
+		{label: "do-nothing, HTTP/2", opts: with(base, func(o *loadgen.Options) { o.URL, o.PID = floor.URL(), floor.PID() })},
+		{label: "meshrole, HTTP/2", opts: with(base, func(o *loadgen.Options) { o.URL, o.PID, o.ExpectPatch = h.Webhook.URL(), pid, true })},
+	}
+	if !c.skipHTTP1 {
+		runs = append(runs, &run{label: "meshrole, HTTP/1.1", opts: with(base, func(o *loadgen.Options) {
+			o.URL, o.PID, o.ExpectPatch, o.HTTP1, o.Connections = h.Webhook.URL(), pid, true, true, c.workers
+		})})
+	}
+	for _, r := range runs {
+		if err := timed(fmt.Sprintf("throughput: %s, %d workers, %v", r.label, c.workers, c.duration), func() error {
+			r.res, err = loadgen.Run(ctx, r.opts)
+			progress("  %s", strings.ReplaceAll(strings.TrimSpace(r.res.String()), "\n", "\n                 "))
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		if r.res.Errors > 0 || r.res.Requests == 0 {
+			failures = append(failures, fmt.Sprintf("%s: %d of %d admissions failed %v %q", r.label, r.res.Errors, r.res.Requests, r.res.ErrorKinds, r.res.ErrorSamples))
+		}
+	}
+	floorRun, meshRun := runs[0].res, runs[1].res
+	t.section(fmt.Sprintf("throughput: webhook process over TLS, %d workers, %v each, %s review, same machine as the load generator",
+		c.workers, c.duration, kb(meshRun.BodyBytes)))
+	for _, r := range runs {
+		t.info(r.label+": admissions/s", fmt.Sprintf("%s (%s requests, %d errors)", rate(r.res.Throughput), thousands(int64(r.res.Requests)), r.res.Errors))
+		t.info(r.label+": p50 / p95 / p99", pcts(r.res.Latency))
+		t.info(r.label+": server CPU / admission", fmt.Sprintf("%s (load generator: %s)", dur(r.res.ServerCPUPerRequest), dur(r.res.ClientCPUPerRequest)))
+	}
+	t.check("meshrole, HTTP/2: admissions/s", rate(meshRun.Throughput), "≥ "+rate(targetThroughput), meshRun.Throughput >= targetThroughput)
+	t.check("meshrole, HTTP/2: p99", dur(meshRun.Latency.P99), "≤ "+dur(targetP99), meshRun.Latency.P99 <= targetP99 && meshRun.Requests > 0)
+	if meshRun.ServerCPUPerRequest > 0 {
+		t.info("meshrole, HTTP/2: admissions/s per core of webhook CPU", rate(float64(time.Second)/float64(meshRun.ServerCPUPerRequest)))
+	}
+	if floorRun.ServerCPUPerRequest > 0 {
+		t.info("meshrole / do-nothing: server CPU per admission", ratio(float64(meshRun.ServerCPUPerRequest)/float64(floorRun.ServerCPUPerRequest)))
+	}
+
+	if !c.skipPods {
+		var pods map[string]*podCreateResult
+		if err := timed(fmt.Sprintf("pod creates through kube-apiserver: %d × (%d + %d warm-up), sequential, blocks of %d", len(variants), c.pods, c.podWarmup, c.podBlock), func() error {
+			if err := registerFloors(ctx, h, floor); err != nil {
+				return err
+			}
+			if err := waitForFloors(ctx, h, floor); err != nil {
+				return err
+			}
+			pods, err = measurePodCreates(ctx, h, floor, c.pods, c.podWarmup, c.podBlock)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		none, fl, fp, mr, un := pods[variantNone], pods[variantFloor], pods[variantFloorPatch], pods[variantMeshrole], pods[variantUnmatched]
+		t.section(fmt.Sprintf("pod create through kube-apiserver: %d creates each, one client, variants alternating in blocks of %d", c.pods, c.podBlock))
+		t.info("no webhook: median / p99", dur(none.Median)+" / "+dur(none.P99))
+		t.info("do-nothing webhook: median / p99", dur(fl.Median)+" / "+dur(fl.P99))
+		t.info("do-nothing webhook answering meshrole's patch: median / p99", dur(fp.Median)+" / "+dur(fp.P99))
+		t.info("meshrole, pod a policy matches (patched): median / p99", dur(mr.Median)+" / "+dur(mr.P99))
+		t.info("meshrole, pod no policy matches: median / p99", dur(un.Median)+" / "+dur(un.P99))
+		t.info("do-nothing / none: median, p99", ratio(div(fl.Median, none.Median))+", "+ratio(div(fl.P99, none.P99)))
+		r := div(mr.Median, none.Median)
+		t.check("meshrole / none: median", ratio(r), "≤ "+ratio(targetVsNone), r <= targetVsNone)
+		r = div(mr.P99, none.P99)
+		t.check("meshrole / none: p99", ratio(r), "≤ "+ratio(targetVsNone), r <= targetVsNone)
+		r = div(mr.Median, fl.Median)
+		t.check("meshrole / do-nothing: median", ratio(r), "≤ "+ratio(targetVsFloor), r <= targetVsFloor)
+		t.info("meshrole / do-nothing: p99", ratio(div(mr.P99, fl.P99)))
+		t.info("meshrole / do-nothing with the same patch: median, p99", ratio(div(mr.Median, fp.Median))+", "+ratio(div(mr.P99, fp.P99)))
+		t.info("meshrole unmatched / do-nothing: median, p99", ratio(div(un.Median, fl.Median))+", "+ratio(div(un.P99, fl.P99)))
+	}
+
+	if !c.skipMemory {
+		var mem *memoryResult
+		if err := timed(fmt.Sprintf("memory: %d policies across %d namespaces, %d creators", c.policies, c.namespaces, c.creators), func() error {
+			mem, err = measureMemory(ctx, h, c.namespaces, c.policies, c.creators, c.settle, progress)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		t.section("memory: the webhook's resident set (VmRSS), webhook restarted first")
+		t.info(fmt.Sprintf("with %d policies and %s pods, %v after start", c.throughputPolicies, thousands(int64(mem.Pods)), mem.Settle), mib(mem.RSSBefore))
+		t.info(fmt.Sprintf("%s policies / %s namespaces created in", thousands(int64(mem.Policies)), thousands(int64(mem.Namespaces))),
+			fmt.Sprintf("%.1f s (%s objects/s); enforced %.1f s after the last create", mem.CreateTime.Seconds(),
+				thousands(int64(float64(mem.Policies+mem.Namespaces)/mem.CreateTime.Seconds())), mem.CacheLag.Seconds()))
+		t.info("  VmRSS right when cached", mib(mem.RSSCached))
+		t.check(fmt.Sprintf("  VmRSS %v after cached", mem.Settle), mib(mem.RSSSettled), "≤ "+mib(targetRSS), mem.RSSSettled <= targetRSS)
+		t.info("  Go heap in use / next GC goal", heapLine(mem.HeapSettled))
+		t.info("  peak (VmHWM)", mib(mem.PeakRSS))
+		t.info(fmt.Sprintf("restarted with them all, %v after ready", mem.Settle), mib(mem.RSSColdStart))
+		t.info("  Go heap in use / next GC goal", heapLine(mem.HeapColdStart))
+	}
+	return failures, nil
+}
+
+// spread shows the range of per-run ratios.
+func spread(v []float64) string {
+	if len(v) < 2 {
+		return ""
+	}
+	return fmt.Sprintf(" (runs: %.2f–%.2f)", slices.Min(v), slices.Max(v))
+}
+
+func heapLine(g goHeap) string {
+	return fmt.Sprintf("%s / %s", mib(int64(g.HeapInuse)), mib(int64(g.NextGC)))
+}
+
+func with(o loadgen.Options, f func(*loadgen.Options)) loadgen.Options {
+	f(&o)
+	return o
+}
+
+func div(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func kb(n int) string { return fmt.Sprintf("%.1f KB", float64(n)/1000) }
+
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
