@@ -9,14 +9,17 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
@@ -79,7 +82,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("meshrolepolicy-status").
 		For(&v1alpha1.MeshRolePolicy{}).
-		WatchesMetadata(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(policiesOfPod(false))).
+		WatchesMetadata(&corev1.Pod{}, podEvents(policiesOfPod(false))).
 		Complete(namespaced); err != nil {
 		return err
 	}
@@ -92,7 +95,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).Named("clustermeshrolepolicy-status").
 		For(&v1alpha1.ClusterMeshRolePolicy{}).
-		WatchesMetadata(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(policiesOfPod(true))).
+		WatchesMetadata(&corev1.Pod{}, podEvents(policiesOfPod(true))).
 		Complete(cluster)
 }
 
@@ -116,6 +119,33 @@ func indexConflictParties(o client.Object) []string {
 		return nil
 	}
 	return append([]string{a[policy.PolicyAnnotation]}, policy.ConflictingPolicies(a[policy.ConflictAnnotation])...)
+}
+
+// statusDelay batches the pod events of a policy into one status write:
+// a rollout creating hundreds of pods then costs a few writes, not one per
+// pod, and the counts trail the pods by about this much.
+const statusDelay = time.Second
+
+// podEvents enqueues the policies a pod names, after statusDelay; the queue
+// keeps one entry per policy, so a burst of pod events becomes one reconcile.
+func podEvents(policies handler.MapFunc) handler.EventHandler {
+	enqueue := func(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		for _, req := range policies(ctx, o) {
+			q.AddAfter(req, statusDelay)
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, e.Object, q)
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, e.ObjectOld, q)
+			enqueue(ctx, e.ObjectNew, q)
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, e.Object, q)
+		},
+	}
 }
 
 // policiesOfPod maps a pod to the policies of one kind its annotations name.
