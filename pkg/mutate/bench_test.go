@@ -87,7 +87,7 @@ func serve(b *testing.B, h http.Handler, body []byte) {
 func BenchmarkAdmission(b *testing.B) {
 	body := typicalReview(b)
 	b.Run("floor", func(b *testing.B) { serve(b, floor{}, body) })
-	b.Run("meshrole", func(b *testing.B) { serve(b, &mutate.Review{Handler: newMutator(b)}, body) })
+	b.Run("meshrole", func(b *testing.B) { serve(b, newMutator(b), body) })
 }
 
 // BenchmarkDecidePolicyCount shows a decision's cost does not grow with the

@@ -33,7 +33,7 @@ func FuzzReview(f *testing.F) {
 		f.Add(body)
 	}
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Pod","version":"v1"},"operation":"CREATE","object":{"metadata":{"annotations":{"traffic.sidecar.istio.io/excludeOutboundPorts":"1,,2"}}}}}`))
-	handler := &mutate.Review{Handler: newMutator(f)}
+	handler := newMutator(f)
 
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req := httptest.NewRequest(http.MethodPost, mutate.Path, bytes.NewReader(body))

@@ -102,7 +102,7 @@ func TestGolden(t *testing.T) {
 	if err != nil || len(inputs) == 0 {
 		t.Fatalf("no fixtures: %v", err)
 	}
-	handler := &mutate.Review{Handler: newMutator(t)}
+	handler := newMutator(t)
 	for _, input := range inputs {
 		name := strings.TrimSuffix(filepath.Base(input), ".json")
 		t.Run(name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
@@ -18,16 +19,19 @@ import (
 // larger is not from an API server.
 const MaxRequestBytes = 7 << 20
 
-// Review serves admission.k8s.io/v1 AdmissionReviews over HTTP for a
-// Handler. Unlike controller-runtime's admission.Webhook, which answers a
-// malformed request with HTTP 200 and an error inside the review, it answers
-// with a 4xx status and the reason: such a request did not come from an API
-// server, and its sender should see plainly what is wrong.
-type Review struct {
-	Handler admission.Handler
+// podReview is an AdmissionReview whose object is decoded straight into the
+// part of the pod meshrole reads: one pass over the request body, where
+// decoding the review and then its raw object would take two.
+type podReview struct {
+	metav1.TypeMeta `json:",inline"`
+	Request         *struct {
+		admissionv1.AdmissionRequest
+		// Shadows AdmissionRequest.Object, which stays empty.
+		Object *podView `json:"object"`
+	} `json:"request"`
 }
 
-var _ http.Handler = &Review{}
+var _ http.Handler = &PodMutator{}
 
 // httpError is a request meshrole refuses before it reaches the Handler.
 type httpError struct {
@@ -35,15 +39,20 @@ type httpError struct {
 	reason string
 }
 
-func (r *Review) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+// ServeHTTP serves admission.k8s.io/v1 AdmissionReviews. Unlike
+// controller-runtime's admission.Webhook, which answers a malformed request
+// with HTTP 200 and an error inside the review, it answers with a 4xx status
+// and the reason: such a request did not come from an API server, and its
+// sender should see plainly what is wrong.
+func (m *PodMutator) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	review, herr := readReview(w, req)
 	if herr != nil {
 		log.FromContext(req.Context()).Info("refused a malformed admission request", "status", herr.status, "reason", herr.reason, "remote", req.RemoteAddr)
 		http.Error(w, herr.reason, herr.status)
 		return
 	}
-	areq := admission.Request{AdmissionRequest: *review.Request}
-	resp := r.handle(req, areq)
+	areq := admission.Request{AdmissionRequest: review.Request.AdmissionRequest}
+	resp := m.serve(req, areq, review.Request.Object)
 	if err := resp.Complete(areq); err != nil {
 		resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("encoding the patch: %w", err))
 		_ = resp.Complete(areq)
@@ -55,20 +64,22 @@ func (r *Review) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 }
 
-// handle calls the Handler, turning a panic into an error response: a
-// webhook with failurePolicy Fail must answer, not drop the connection.
-func (r *Review) handle(req *http.Request, areq admission.Request) (resp admission.Response) {
+// serve admits one pod, turning a panic into an error response: a webhook
+// with failurePolicy Fail must answer, not drop the connection.
+func (m *PodMutator) serve(req *http.Request, areq admission.Request, pod *podView) (resp admission.Response) {
 	defer func() {
 		if p := recover(); p != nil {
 			log.FromContext(req.Context()).Error(fmt.Errorf("%v", p), "admission handler panicked", "uid", areq.UID)
 			resp = admission.Errored(http.StatusInternalServerError, errors.New("meshrole failed internally; see its log"))
+			m.count(OutcomeError, "")
 		}
 	}()
-	ctx := log.IntoContext(req.Context(), log.FromContext(req.Context()).WithValues("uid", areq.UID, "namespace", areq.Namespace))
-	return r.Handler.Handle(ctx, areq)
+	resp, outcome, role := m.admit(req.Context(), areq, pod)
+	m.count(outcome, role)
+	return resp
 }
 
-func readReview(w http.ResponseWriter, req *http.Request) (*admissionv1.AdmissionReview, *httpError) {
+func readReview(w http.ResponseWriter, req *http.Request) (*podReview, *httpError) {
 	if req.Method != http.MethodPost {
 		return nil, &httpError{http.StatusMethodNotAllowed, "admission reviews are POSTed"}
 	}
@@ -86,9 +97,9 @@ func readReview(w http.ResponseWriter, req *http.Request) (*admissionv1.Admissio
 	if len(body) == 0 {
 		return nil, &httpError{http.StatusBadRequest, "request body is empty: expected an AdmissionReview"}
 	}
-	review := &admissionv1.AdmissionReview{}
+	review := &podReview{}
 	if err := json.Unmarshal(body, review); err != nil {
-		return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("request body is not an AdmissionReview: %v", err)}
+		return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("request body is not an AdmissionReview of a pod: %v", err)}
 	}
 	if gvk := review.GroupVersionKind(); gvk != admissionv1.SchemeGroupVersion.WithKind("AdmissionReview") {
 		return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("got %q %q: meshrole serves admission.k8s.io/v1 AdmissionReview only (set admissionReviewVersions: [v1])", review.APIVersion, review.Kind)}

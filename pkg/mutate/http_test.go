@@ -44,13 +44,15 @@ func marshal(t *testing.T, v any) []byte {
 // TestMalformedRequestsGet4xx: a request that is not an AdmissionReview from
 // an API server is answered with an HTTP error status and the reason.
 func TestMalformedRequestsGet4xx(t *testing.T) {
-	handler := &mutate.Review{Handler: newMutator(t)}
+	handler := newMutator(t)
 	v1beta1 := seedReview(t)
 	v1beta1["apiVersion"] = "admission.k8s.io/v1beta1"
 	noRequest := seedReview(t)
 	delete(noRequest, "request")
 	noUID := seedReview(t)
 	delete(noUID["request"].(map[string]any), "uid")
+	badPod := seedReview(t)
+	badPod["request"].(map[string]any)["object"] = map[string]any{"kind": "Pod", "metadata": "not an object"}
 
 	tests := []struct {
 		name        string
@@ -67,6 +69,7 @@ func TestMalformedRequestsGet4xx(t *testing.T) {
 		{"v1beta1 review", http.MethodPost, "application/json", marshal(t, v1beta1), http.StatusBadRequest, "admission.k8s.io/v1 AdmissionReview only"},
 		{"no request", http.MethodPost, "application/json", marshal(t, noRequest), http.StatusBadRequest, "no request"},
 		{"no uid", http.MethodPost, "application/json", marshal(t, noUID), http.StatusBadRequest, "no uid"},
+		{"object is not a pod", http.MethodPost, "application/json", marshal(t, badPod), http.StatusBadRequest, "not an AdmissionReview of a pod"},
 		{"body over the limit", http.MethodPost, "application/json", bytes.Repeat([]byte(" "), mutate.MaxRequestBytes+1), http.StatusRequestEntityTooLarge, "exceeds"},
 		{"10 MB body", http.MethodPost, "application/json", bytes.Repeat([]byte("x"), 10<<20), http.StatusRequestEntityTooLarge, "exceeds"},
 	}
@@ -89,8 +92,6 @@ func TestMalformedRequestsGet4xx(t *testing.T) {
 func TestRefusedInsideTheReview(t *testing.T) {
 	notPod := seedReview(t)
 	notPod["request"].(map[string]any)["kind"] = map[string]any{"group": "apps", "version": "v1", "kind": "Deployment"}
-	badPod := seedReview(t)
-	badPod["request"].(map[string]any)["object"] = map[string]any{"kind": "Pod", "metadata": "not an object"}
 	noObject := seedReview(t)
 	delete(noObject["request"].(map[string]any), "object")
 
@@ -102,7 +103,6 @@ func TestRefusedInsideTheReview(t *testing.T) {
 		wantMsg  string
 	}{
 		{"kind other than Pod", notPod, nil, http.StatusBadRequest, "only mutates Pods"},
-		{"object is not a pod", badPod, nil, http.StatusBadRequest, "decoding the pod"},
 		{"no object", noObject, nil, http.StatusBadRequest, "carries no object"},
 		{"cache not synced", seedReview(t), func(m *mutate.PodMutator) { m.Ready = func() bool { return false } }, http.StatusServiceUnavailable, "not synced"},
 		{"namespace unknown to the cache", seedReview(t), func(m *mutate.PodMutator) {
@@ -118,7 +118,7 @@ func TestRefusedInsideTheReview(t *testing.T) {
 			if tt.mutator != nil {
 				tt.mutator(m)
 			}
-			resp := post(t, &mutate.Review{Handler: m}, marshal(t, tt.review)).Response
+			resp := post(t, m, marshal(t, tt.review)).Response
 			if resp.Allowed || resp.Result == nil || resp.Result.Code != tt.wantCode || !strings.Contains(resp.Result.Message, tt.wantMsg) {
 				t.Fatalf("got allowed=%v result=%+v, want refused with %d %q", resp.Allowed, resp.Result, tt.wantCode, tt.wantMsg)
 			}
@@ -133,7 +133,7 @@ func TestOnlyCreateIsMutated(t *testing.T) {
 	for _, op := range []string{"UPDATE", "DELETE", "CONNECT"} {
 		review := seedReview(t)
 		review["request"].(map[string]any)["operation"] = op
-		resp := post(t, &mutate.Review{Handler: newMutator(t)}, marshal(t, review)).Response
+		resp := post(t, newMutator(t), marshal(t, review)).Response
 		if !resp.Allowed || len(resp.Patch) > 0 {
 			t.Errorf("%s: allowed=%v patch=%s, want allowed without patch", op, resp.Allowed, resp.Patch)
 		}
@@ -143,7 +143,7 @@ func TestOnlyCreateIsMutated(t *testing.T) {
 func TestDryRunRequestsAreAnsweredLikeAnyOther(t *testing.T) {
 	review := seedReview(t)
 	review["request"].(map[string]any)["dryRun"] = true
-	resp := post(t, &mutate.Review{Handler: newMutator(t)}, marshal(t, review)).Response
+	resp := post(t, newMutator(t), marshal(t, review)).Response
 	if !resp.Allowed || len(resp.Patch) == 0 {
 		t.Fatalf("allowed=%v patch=%s, want the same patch as without dryRun", resp.Allowed, resp.Patch)
 	}
@@ -153,7 +153,7 @@ func TestMetricsCountOutcomes(t *testing.T) {
 	registry := prometheus.NewRegistry()
 	m := newMutator(t)
 	m.Metrics = mutate.NewMetrics(registry)
-	handler := &mutate.Review{Handler: m}
+	handler := m
 	for _, fixture := range []string{"eureka-server-from-statefulset", "unmatched", "already-injected", "dry-run-policy"} {
 		body, err := os.ReadFile("testdata/" + fixture + ".json")
 		if err != nil {
@@ -202,5 +202,23 @@ func TestIstioInjectorsBefore(t *testing.T) {
 	}
 	if got := mutate.IstioInjectorsBefore("istio-sidecar-injector-b", configs); strings.Join(got, ",") != "aaa-custom-injector,istio-revision-tag-default,istio-sidecar-injector" {
 		t.Errorf("istio-sidecar-injector-b: %v", got)
+	}
+}
+
+// TestHandleDecodesTheObject covers controller-runtime's handler contract,
+// which kubectl-meshrole explain uses: the pod comes as raw JSON.
+func TestHandleDecodesTheObject(t *testing.T) {
+	m := newMutator(t)
+	req := admission.Request{}
+	req.UID, req.Namespace = "u", "shop"
+	req.Kind = metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}
+	req.Operation = "CREATE"
+	req.Object.Raw = []byte(`{"metadata": "not an object"}`)
+	if resp := m.Handle(context.Background(), req); resp.Allowed || resp.Result.Code != http.StatusBadRequest || !strings.Contains(resp.Result.Message, "decoding the pod") {
+		t.Errorf("invalid object: %+v", resp.Result)
+	}
+	req.Object.Raw = []byte(`{"metadata": {"labels": {"app": "eureka-server"}}}`)
+	if resp := m.Handle(context.Background(), req); !resp.Allowed || len(resp.Patches) == 0 {
+		t.Errorf("eureka-server pod: allowed=%v patches=%v", resp.Allowed, resp.Patches)
 	}
 }

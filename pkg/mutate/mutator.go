@@ -57,16 +57,31 @@ type PodMutator struct {
 
 var _ admission.Handler = &PodMutator{}
 
-// Handle answers one pod admission.
+// Handle answers one pod admission: controller-runtime's handler contract,
+// used by kubectl-meshrole explain. The webhook's HTTP path (ServeHTTP)
+// decodes the pod in the same pass as the review and goes straight to admit.
 func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admission.Response {
-	resp, outcome, role := m.handle(ctx, req)
-	if m.Metrics != nil {
-		m.Metrics.Admission(outcome, role)
+	var pod *podView
+	if len(req.Object.Raw) > 0 {
+		pod = &podView{}
+		if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
+			m.count(OutcomeError, "")
+			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the pod: %w", err))
+		}
 	}
+	resp, outcome, role := m.admit(ctx, req, pod)
+	m.count(outcome, role)
 	return resp
 }
 
-func (m *PodMutator) handle(ctx context.Context, req admission.Request) (admission.Response, string, string) {
+func (m *PodMutator) count(outcome, role string) {
+	if m.Metrics != nil {
+		m.Metrics.Admission(outcome, role)
+	}
+}
+
+// admit decides for pod, the object of req (nil when the request carries none).
+func (m *PodMutator) admit(ctx context.Context, req admission.Request, pod *podView) (admission.Response, string, string) {
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("meshrole only mutates Pods, got %s; check the webhook configuration's rules", req.Kind.String())), OutcomeError, ""
 	}
@@ -79,13 +94,8 @@ func (m *PodMutator) handle(ctx context.Context, req admission.Request) (admissi
 	if m.Ready != nil && !m.Ready() {
 		return admission.Errored(http.StatusServiceUnavailable, fmt.Errorf("meshrole's policy cache has not synced yet; retry shortly")), OutcomeError, ""
 	}
-	if len(req.Object.Raw) == 0 {
+	if pod == nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("admission request %s carries no object", req.UID)), OutcomeError, ""
-	}
-
-	var pod podView
-	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the pod: %w", err)), OutcomeError, ""
 	}
 	namespace := pod.ObjectMeta.Namespace
 	if namespace == "" {

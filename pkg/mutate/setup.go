@@ -42,7 +42,7 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, webhookConfigura
 		Ready:           synced,
 		Metrics:         NewMetrics(metrics.Registry),
 	}
-	mgr.GetWebhookServer().Register(Path, &Review{Handler: mutator})
+	mgr.GetWebhookServer().Register(Path, mutator)
 
 	if err := mgr.AddHealthzCheck("ping", func(*http.Request) error { return nil }); err != nil {
 		return err
