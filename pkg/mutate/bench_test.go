@@ -83,7 +83,7 @@ func serve(b *testing.B, h http.Handler, body []byte) {
 }
 
 // BenchmarkAdmission compares meshrole's full handler with the floor on the
-// same ~6 KB pod, in one run: go test -bench Admission -benchmem ./pkg/mutate
+// same ~4.5 KB review, in one run: go test -bench Admission -benchmem ./pkg/mutate
 func BenchmarkAdmission(b *testing.B) {
 	body := typicalReview(b)
 	b.Run("floor", func(b *testing.B) { serve(b, floor{}, body) })
