@@ -94,6 +94,8 @@ func TestRefusedInsideTheReview(t *testing.T) {
 	notPod["request"].(map[string]any)["kind"] = map[string]any{"group": "apps", "version": "v1", "kind": "Deployment"}
 	noObject := seedReview(t)
 	delete(noObject["request"].(map[string]any), "object")
+	noMetadata := seedReview(t)
+	noMetadata["request"].(map[string]any)["object"] = map[string]any{"kind": "Pod", "metadata": nil}
 
 	tests := []struct {
 		name     string
@@ -104,6 +106,7 @@ func TestRefusedInsideTheReview(t *testing.T) {
 	}{
 		{"kind other than Pod", notPod, nil, http.StatusBadRequest, "only mutates Pods"},
 		{"no object", noObject, nil, http.StatusBadRequest, "carries no object"},
+		{"pod without metadata", noMetadata, nil, http.StatusBadRequest, "the pod has no metadata"},
 		{"cache not synced", seedReview(t), func(m *mutate.PodMutator) { m.Ready = func() bool { return false } }, http.StatusServiceUnavailable, "not synced"},
 		{"namespace unknown to the cache", seedReview(t), func(m *mutate.PodMutator) {
 			m.NamespaceLabels = func(context.Context, string) (map[string]string, error) { return nil, os.ErrNotExist }

@@ -97,6 +97,9 @@ func (m *PodMutator) admit(ctx context.Context, req admission.Request, pod *podV
 	if pod == nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("admission request %s carries no object", req.UID)), OutcomeError, ""
 	}
+	if pod.ObjectMeta == nil {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("admission request %s: the pod has no metadata", req.UID)), OutcomeError, ""
+	}
 	namespace := pod.ObjectMeta.Namespace
 	if namespace == "" {
 		// Pods made by controllers (generateName) arrive without one.
@@ -149,7 +152,9 @@ func (m *PodMutator) admit(ctx context.Context, req admission.Request, pod *podV
 // whole corev1.Pod, keeps the admission close to the cost of reading the
 // review at all.
 type podView struct {
-	ObjectMeta struct {
+	// A pointer, so that an object without metadata is told apart: the
+	// patch adds keys under /metadata, which must exist.
+	ObjectMeta *struct {
 		Namespace   string            `json:"namespace"`
 		Labels      map[string]string `json:"labels"`
 		Annotations map[string]string `json:"annotations"`
