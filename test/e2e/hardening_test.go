@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"net"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/meshrole/meshrole/certs"
 	"github.com/meshrole/meshrole/test/harness"
+	"github.com/meshrole/meshrole/test/load/loadgen"
 )
 
 // allPeersPolicy makes every pod of its namespace peer-stateful.
@@ -153,5 +156,67 @@ func testCertificateRotation(t *testing.T) {
 	}
 	if pod.Annotations[roleKey] != "peer-stateful" {
 		t.Errorf("pod after rotation: annotations %v", pod.Annotations)
+	}
+}
+
+// testRotationUnderLoad: the serving certificate files change while
+// admissions keep arriving, each on a new TLS connection: none fails, and
+// both certificates are seen.
+func testRotationUnderLoad(t *testing.T) {
+	ctx := scenario(t, 60*time.Second)
+	next, err := certs.Generate(certs.Options{Hosts: []string{"127.0.0.1", "localhost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(h.Certs.CAPEM)
+	roots.AppendCertsFromPEM(next.CAPEM)
+	t.Cleanup(func() {
+		if err := h.Certs.Write(h.CertDir); err != nil {
+			t.Error(err)
+			return
+		}
+		for deadline := time.Now().Add(30 * time.Second); !servedCert(t, roots).Equal(h.Certs.Cert); {
+			if time.Now().After(deadline) {
+				t.Error("the suite's certificate was not served again")
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+
+	const ns = "e2e-rotation-load"
+	createNamespace(t, ctx, ns, true, nil)
+	applyYAML(t, ctx, ns, allPeersPolicy)
+	body, err := loadgen.TypicalReview(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var result loadgen.Result
+	var runErr error
+	go func() {
+		defer close(done)
+		result, runErr = loadgen.Run(ctx, loadgen.Options{
+			URL: h.Webhook.URL(), RootCAs: roots, ServerName: "127.0.0.1",
+			HTTP1: true, DisableKeepAlives: true, Workers: 2, Duration: 3 * time.Second, Body: body, ExpectPatch: true,
+		})
+	}()
+	time.Sleep(time.Second)
+	if err := next.Write(h.CertDir); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if runErr != nil {
+		t.Fatal(runErr)
+	}
+	t.Logf("%d admissions during the rotation, %d failed, %d handshakes, certificates served: %v",
+		result.Requests, result.Errors, result.Handshakes, result.ServerCertificates)
+	if result.Requests == 0 || result.Errors != 0 {
+		t.Fatalf("%d requests, %d failed: %v %v", result.Requests, result.Errors, result.ErrorKinds, result.ErrorSamples)
+	}
+	serial := func(c *x509.Certificate) string { return hex.EncodeToString(c.SerialNumber.Bytes()) }
+	if !slices.Contains(result.ServerCertificates, serial(h.Certs.Cert)) || !slices.Contains(result.ServerCertificates, serial(next.Cert)) {
+		t.Errorf("served certificates %v, want both %s (before) and %s (after)", result.ServerCertificates, serial(h.Certs.Cert), serial(next.Cert))
 	}
 }
