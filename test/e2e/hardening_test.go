@@ -2,20 +2,28 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrole/meshrole/certs"
+	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
 	"github.com/meshrole/meshrole/test/harness"
 	"github.com/meshrole/meshrole/test/load/loadgen"
 )
@@ -218,5 +226,120 @@ func testRotationUnderLoad(t *testing.T) {
 	serial := func(c *x509.Certificate) string { return hex.EncodeToString(c.SerialNumber.Bytes()) }
 	if !slices.Contains(result.ServerCertificates, serial(h.Certs.Cert)) || !slices.Contains(result.ServerCertificates, serial(next.Cert)) {
 		t.Errorf("served certificates %v, want both %s (before) and %s (after)", result.ServerCertificates, serial(h.Certs.Cert), serial(next.Cert))
+	}
+}
+
+// testPolicyChurnUnderLoad: policies are created, updated and deleted while
+// admissions keep arriving. Every answer must be the whole verdict of one
+// policy generation: a role, its policy and entry, and exactly that role's
+// Istio keys — never a mix.
+func testPolicyChurnUnderLoad(t *testing.T) {
+	ctx := scenario(t, 90*time.Second)
+	const ns, churn = "e2e-churn", 1000
+	createNamespace(t, ctx, ns, true, nil)
+	body, err := loadgen.TypicalReview(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	consistent := func(resp *admissionv1.AdmissionResponse) error {
+		if len(resp.Patch) == 0 {
+			return nil // no policy at that instant
+		}
+		var ops []struct {
+			Path  string `json:"path"`
+			Value any    `json:"value"`
+		}
+		if err := json.Unmarshal(resp.Patch, &ops); err != nil {
+			return err
+		}
+		set := map[string]any{}
+		for _, op := range ops {
+			set[op.Path] = op.Value
+		}
+		role, _ := set["/metadata/annotations/meshrole.io~1role"].(string)
+		policyRef, _ := set["/metadata/annotations/meshrole.io~1policy"].(string)
+		var want string
+		switch role {
+		case "peer-stateful":
+			want = "false"
+		case "client-stateless":
+			want = "true"
+		default:
+			return fmt.Errorf("patch without a role: %s", resp.Patch)
+		}
+		if got := set["/metadata/labels/sidecar.istio.io~1inject"]; got != want {
+			return fmt.Errorf("role %s from %s but inject label %v: %s", role, policyRef, got, resp.Patch)
+		}
+		// Policies named p-<n> with an even n make peers, odd n clients.
+		var n int
+		if _, err := fmt.Sscanf(policyRef, ns+"/p-%d", &n); err != nil {
+			return fmt.Errorf("policy %q: %w", policyRef, err)
+		}
+		if (n%2 == 0) != (role == "peer-stateful") {
+			return fmt.Errorf("policy %s gave role %s", policyRef, role)
+		}
+		return nil
+	}
+
+	// The load runs until the churn is over (bounded at 60 s).
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(h.Certs.CAPEM)
+	done := make(chan struct{})
+	var result loadgen.Result
+	var runErr error
+	go func() {
+		defer close(done)
+		result, runErr = loadgen.Run(loadCtx, loadgen.Options{
+			URL: h.Webhook.URL(), RootCAs: roots, ServerName: "127.0.0.1",
+			Workers: 2, Duration: 60 * time.Second, Body: body, Check: consistent,
+		})
+	}()
+
+	policyOf := func(n int) *v1alpha1.MeshRolePolicy {
+		role := v1alpha1.RolePeerStateful
+		if n%2 == 1 {
+			role = v1alpha1.RoleClientStateless
+		}
+		return &v1alpha1.MeshRolePolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("p-%d", n)},
+			Spec: v1alpha1.PolicySpec{Priority: int32(n % 7), Workloads: []v1alpha1.Workload{
+				{Name: "all", Role: role, Selector: metav1.LabelSelector{}},
+			}},
+		}
+	}
+	start := time.Now()
+	for i := range churn {
+		p := policyOf(i % 50)
+		switch (i / 50) % 3 {
+		case 0:
+			err = client.IgnoreAlreadyExists(h.Client.Create(ctx, p))
+		case 1:
+			// An update that keeps the name but moves the priority.
+			var cur v1alpha1.MeshRolePolicy
+			if err = h.Client.Get(ctx, client.ObjectKeyFromObject(p), &cur); err == nil {
+				cur.Spec.Priority = int32((i * 3) % 11)
+				err = h.Client.Update(ctx, &cur)
+			}
+			err = client.IgnoreNotFound(err)
+		default:
+			err = client.IgnoreNotFound(h.Client.Delete(ctx, p))
+		}
+		if err != nil && !apierrors.IsConflict(err) {
+			t.Fatalf("change %d: %v", i, err)
+		}
+	}
+	changes := time.Since(start)
+	stopLoad()
+	<-done
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		t.Fatal(runErr)
+	}
+	t.Logf("%d policy changes in %s while %d admissions were answered (%d patched), %d inconsistent or failed",
+		churn, changes.Round(time.Millisecond), result.Requests, result.Patched, result.Errors)
+	if result.Requests == 0 || result.Errors != 0 {
+		t.Fatalf("%d admissions, %d failed: %v %v", result.Requests, result.Errors, result.ErrorKinds, result.ErrorSamples)
 	}
 }
