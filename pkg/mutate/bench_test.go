@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -16,39 +15,18 @@ import (
 	"github.com/meshrole/meshrole/pkg/mutate"
 	"github.com/meshrole/meshrole/pkg/policy"
 	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
+	"github.com/meshrole/meshrole/test/load/loadgen"
 )
 
-// typicalReview is the seed's eureka-server pod grown to a typical ~4.5 KB review
-// with the env, probes and volumes real pods carry.
+// typicalReview is the seed's eureka-server pod grown to a typical ~4.5 KB
+// review with the env, probes and volumes real pods carry.
 func typicalReview(b *testing.B) []byte {
 	b.Helper()
-	body, err := os.ReadFile("testdata/eureka-server-from-statefulset.json")
+	body, err := loadgen.BaseReview("")
 	if err != nil {
 		b.Fatal(err)
 	}
-	var review map[string]any
-	if err := json.Unmarshal(body, &review); err != nil {
-		b.Fatal(err)
-	}
-	pod := review["request"].(map[string]any)["object"].(map[string]any)
-	spec := pod["spec"].(map[string]any)
-	container := spec["containers"].([]any)[0].(map[string]any)
-	var env []any
-	for i := range 40 {
-		env = append(env, map[string]any{"name": fmt.Sprintf("EUREKA_SETTING_%02d", i), "value": fmt.Sprintf("value-of-setting-%02d", i)})
-	}
-	container["env"] = env
-	container["readinessProbe"] = map[string]any{"httpGet": map[string]any{"path": "/actuator/health", "port": 8761}, "periodSeconds": 10}
-	container["volumeMounts"] = []any{map[string]any{"name": "kube-api-access-abcde", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}}
-	spec["volumes"] = []any{map[string]any{"name": "kube-api-access-abcde", "projected": map[string]any{"sources": []any{
-		map[string]any{"serviceAccountToken": map[string]any{"path": "token", "expirationSeconds": 3607}},
-		map[string]any{"configMap": map[string]any{"name": "kube-root-ca.crt", "items": []any{map[string]any{"key": "ca.crt", "path": "ca.crt"}}}},
-	}}}}
-	out, err := json.Marshal(review)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return out
+	return body
 }
 
 // floor decodes the review and answers "allowed" with no patch: the least

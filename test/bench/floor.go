@@ -22,6 +22,8 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshrole/meshrole/test/harness"
 )
 
 // The do-nothing webhook of DESIGN §8: it decodes the review and answers
@@ -131,10 +133,11 @@ func startFloor(ctx context.Context, certDir, patchFile string, caPEM []byte, lo
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	ports, err := harness.FreePorts(1)
 	if err != nil {
 		return nil, err
 	}
+	port := ports[0]
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -203,15 +206,6 @@ func (f *floorProcess) Stop() {
 		_ = f.cmd.Process.Kill()
 		<-f.done
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func rootsOf(caPEM []byte) *x509.CertPool {

@@ -55,6 +55,24 @@ func servedCert(t *testing.T, roots *x509.CertPool) *x509.Certificate {
 	return conn.ConnectionState().PeerCertificates[0]
 }
 
+// restoreSuiteCertificate puts the suite's own serving certificate back in
+// the webhook's cert dir and waits until it is served: the harness restarts
+// the webhook trusting only the suite's CA.
+func restoreSuiteCertificate(t *testing.T, roots *x509.CertPool) {
+	t.Helper()
+	if err := h.Certs.Write(h.CertDir); err != nil {
+		t.Error(err)
+		return
+	}
+	for deadline := time.Now().Add(30 * time.Second); !servedCert(t, roots).Equal(h.Certs.Cert); {
+		if time.Now().After(deadline) {
+			t.Error("the suite's certificate was not served again")
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // testTLSVersions: the webhook port speaks TLS 1.2 and 1.3 only.
 func testTLSVersions(t *testing.T) {
 	for _, v := range []uint16{tls.VersionTLS10, tls.VersionTLS11} {
@@ -127,18 +145,7 @@ func testCertificateRotation(t *testing.T) {
 	// Put the suite's own certificate back afterwards (the harness restarts
 	// the webhook trusting only its CA), and rotate it once more doing so.
 	t.Cleanup(func() {
-		if err := h.Certs.Write(h.CertDir); err != nil {
-			t.Error(err)
-			return
-		}
-		for deadline := time.Now().Add(30 * time.Second); !servedCert(t, roots).Equal(h.Certs.Cert); {
-			if time.Now().After(deadline) {
-				t.Error("the suite's certificate was not served again")
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		config.Webhooks[0].ClientConfig.CABundle = oldCA
+		restoreSuiteCertificate(t, roots)
 		if err := h.Client.Get(ctx, client.ObjectKey{Name: harness.WebhookConfigurationName}, &config); err == nil {
 			config.Webhooks[0].ClientConfig.CABundle = oldCA
 			if err := h.Client.Update(ctx, &config); err != nil {
@@ -180,17 +187,7 @@ func testRotationUnderLoad(t *testing.T) {
 	roots.AppendCertsFromPEM(h.Certs.CAPEM)
 	roots.AppendCertsFromPEM(next.CAPEM)
 	t.Cleanup(func() {
-		if err := h.Certs.Write(h.CertDir); err != nil {
-			t.Error(err)
-			return
-		}
-		for deadline := time.Now().Add(30 * time.Second); !servedCert(t, roots).Equal(h.Certs.Cert); {
-			if time.Now().After(deadline) {
-				t.Error("the suite's certificate was not served again")
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		restoreSuiteCertificate(t, roots)
 	})
 
 	const ns = "e2e-rotation-load"

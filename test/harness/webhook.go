@@ -26,7 +26,7 @@ type Webhook struct {
 }
 
 func newWebhook(bin, workDir, certDir, kubeconfig string, caPEM []byte, extra []string) (*Webhook, error) {
-	ports, err := freePorts(3)
+	ports, err := FreePorts(3)
 	if err != nil {
 		return nil, err
 	}
@@ -126,8 +126,8 @@ func (w *Webhook) waitReady(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
-// freePorts returns n distinct ports free on 127.0.0.1 right now.
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct ports free on 127.0.0.1 right now.
+func FreePorts(n int) ([]int, error) {
 	var ports []int
 	var lns []net.Listener
 	defer func() {

@@ -68,7 +68,7 @@ func startLocalWebhook(t *testing.T, e *env, name string, caPEM, certPEM, keyPEM
 		t.Fatal(err)
 	}
 
-	ports, err := freePorts(3)
+	ports, err := harness.FreePorts(3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,25 +148,6 @@ func (w *localWebhook) start(ctx context.Context) error {
 		return fmt.Errorf("webhook not ready: %w\n--- log:\n%s", err, w.proc.LogTail(30))
 	}
 	return nil
-}
-
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			_ = l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // pointInstalledWebhookAt rewrites the installed configuration's

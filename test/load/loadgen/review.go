@@ -52,7 +52,18 @@ func TypicalPod(namespace string) (*corev1.Pod, error) {
 	return pod, nil
 }
 
-func typicalReviewMap(namespace string) (map[string]any, error) {
+// BaseReview is the seed's eureka-server review grown only by the env,
+// probe and volumes every pod carries (~4.5 KB): the review of pkg/mutate's
+// in-process BenchmarkAdmission.
+func BaseReview(namespace string) ([]byte, error) {
+	review, err := baseReviewMap(namespace)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(review)
+}
+
+func baseReviewMap(namespace string) (map[string]any, error) {
 	var review map[string]any
 	if err := json.Unmarshal(eurekaReview, &review); err != nil {
 		return nil, fmt.Errorf("embedded review: %w", err)
@@ -75,7 +86,18 @@ func typicalReviewMap(namespace string) (map[string]any, error) {
 		map[string]any{"serviceAccountToken": map[string]any{"path": "token", "expirationSeconds": 3607}},
 		map[string]any{"configMap": map[string]any{"name": "kube-root-ca.crt", "items": []any{map[string]any{"key": "ca.crt", "path": "ca.crt"}}}},
 	}}}}
-	// Up to here this is pkg/mutate's BenchmarkAdmission pod (~4.4 KB of
+	return review, nil
+}
+
+func typicalReviewMap(namespace string) (map[string]any, error) {
+	review, err := baseReviewMap(namespace)
+	if err != nil {
+		return nil, err
+	}
+	pod := review["request"].(map[string]any)["object"].(map[string]any)
+	spec := pod["spec"].(map[string]any)
+	container := spec["containers"].([]any)[0].(map[string]any)
+	// BaseReview is pkg/mutate's BenchmarkAdmission pod (~4.4 KB of
 	// review). What the API server really sends for a StatefulSet's pod
 	// also carries resources, a liveness probe, the tolerations the
 	// DefaultTolerationSeconds plugin added, a few annotations and the
