@@ -115,10 +115,14 @@ func (d Decision) Effect() Effect {
 func (d Decision) conflictSummary() string {
 	parts := make([]string, len(d.Conflicts))
 	for i := range d.Conflicts {
-		c := &d.Conflicts[i]
-		parts[i] = fmt.Sprintf("%s/%s=%s", c.Policy, c.Workload.Name, c.Role())
+		parts[i] = conflictText(&d.Conflicts[i])
 	}
 	return strings.Join(parts, ",")
+}
+
+// conflictText is one conflicting entry's part of meshrole.io/conflict.
+func conflictText(c *Match) string {
+	return fmt.Sprintf("%s/%s=%s", c.Policy, c.Workload.Name, c.Role())
 }
 
 // Warnings are the admission warnings the decision itself calls for.

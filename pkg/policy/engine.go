@@ -89,6 +89,7 @@ type compiledPolicy struct {
 	workloads         []v1alpha1.Workload
 	selectors         []labels.Selector
 	problems          []string
+	nativeProblems    []string
 }
 
 // firstMatch returns the index of the first workload entry whose selector
@@ -100,6 +101,11 @@ func (p *compiledPolicy) firstMatch(podLabels labels.Labels) int {
 		}
 	}
 	return -1
+}
+
+// match is the Match of entry k.
+func (p *compiledPolicy) match(k int) Match {
+	return Match{Policy: p.ref, Generation: p.generation, Priority: p.priority, Mode: p.mode, Workload: &p.workloads[k]}
 }
 
 // outranks is the precedence of DESIGN §4: higher priority, then a
@@ -133,6 +139,9 @@ func compile(ref Ref, generation int64, spec *v1alpha1.PolicySpec, namespaceSele
 		mode:       cmp.Or(spec.Mode, v1alpha1.ModeEnforce),
 		workloads:  make([]v1alpha1.Workload, len(spec.Workloads)),
 		selectors:  make([]labels.Selector, len(spec.Workloads)),
+		// Kept with the policy so that native mode leaves out exactly the
+		// policies whose status says it refuses them.
+		nativeProblems: NativeProblems(spec),
 	}
 	for i := range spec.Workloads {
 		w := spec.Workloads[i].DeepCopy()
@@ -255,6 +264,29 @@ func remove(list []*compiledPolicy, name string) []*compiledPolicy {
 	return slices.Delete(slices.Clone(list), i, i+1)
 }
 
+// byPrecedence visits the policies of one namespace and the cluster policies
+// in precedence order. Both lists are sorted by precedence, and outranks puts
+// a namespaced policy before a cluster one of equal priority, so a merge walk
+// visits every policy in order.
+func byPrecedence(namespaced, cluster []*compiledPolicy, visit func(*compiledPolicy)) {
+	i, j := 0, 0
+	for i < len(namespaced) || j < len(cluster) {
+		if j >= len(cluster) || (i < len(namespaced) && outranks(namespaced[i], cluster[j])) {
+			visit(namespaced[i])
+			i++
+		} else {
+			visit(cluster[j])
+			j++
+		}
+	}
+}
+
+// conflictsWith reports whether an Enforce match m, ranked below the winner,
+// is a conflict (DESIGN §4): it ties on priority but carries another role.
+func conflictsWith(winner, m *Match) bool {
+	return m.Mode != v1alpha1.ModeDryRun && m.Priority == winner.Priority && m.Role() != winner.Role()
+}
+
 // Decide returns the verdict for a pod.
 func (s *Store) Decide(in Input) Decision {
 	s.mu.RLock()
@@ -270,31 +302,16 @@ func (s *Store) Decide(in Input) Decision {
 	if nsLabels == nil {
 		nsLabels = labels.Set{}
 	}
-	// Both lists are sorted by precedence, and outranks puts a namespaced
-	// policy before a cluster one of equal priority, so a merge walk visits
-	// every policy in precedence order.
-	i, j := 0, 0
-	for i < len(namespaced) || j < len(cluster) {
-		var p *compiledPolicy
-		if j >= len(cluster) || (i < len(namespaced) && outranks(namespaced[i], cluster[j])) {
-			p = namespaced[i]
-			i++
-		} else {
-			p = cluster[j]
-			j++
-			if !p.namespaceSelector.Matches(nsLabels) {
-				continue
-			}
+	byPrecedence(namespaced, cluster, func(p *compiledPolicy) {
+		if p.namespaceSelector != nil && !p.namespaceSelector.Matches(nsLabels) {
+			return
 		}
 		k := p.firstMatch(podLabels)
 		if k < 0 {
-			continue
+			return
 		}
-		d.Matches = append(d.Matches, Match{
-			Policy: p.ref, Generation: p.generation, Priority: p.priority, Mode: p.mode,
-			Workload: &p.workloads[k],
-		})
-	}
+		d.Matches = append(d.Matches, p.match(k))
+	})
 
 	for i := range d.Matches {
 		m := &d.Matches[i]
@@ -307,7 +324,7 @@ func (s *Store) Decide(in Input) Decision {
 		switch {
 		case d.Winner == nil:
 			d.Winner = m
-		case m.Priority == d.Winner.Priority && m.Role() != d.Winner.Role():
+		case conflictsWith(d.Winner, m):
 			d.Conflicts = append(d.Conflicts, *m)
 		}
 	}
