@@ -35,6 +35,7 @@ const (
 
 	ReasonAccepted        = "Accepted"
 	ReasonInvalidSelector = "InvalidSelector"
+	ReasonNeedsWebhook    = "NeedsWebhookMode"
 	ReasonConflicting     = "ConflictingRoles"
 	ReasonNoConflict      = "NoConflict"
 )
@@ -61,11 +62,15 @@ type Reconciler[T policyObject] struct {
 	newPolicy func() T
 	// namespaceSelector returns a cluster policy's selector, nil for namespaced ones.
 	namespaceSelector func(T) *metav1.LabelSelector
+	// nativeMode: policies are compiled into MutatingAdmissionPolicies, which
+	// refuse what they cannot honour (policy.NativeProblems).
+	nativeMode bool
 }
 
 // SetupWithManager registers the pod indexes and the status controllers for
-// both policy kinds. They are leader-elected: one replica writes.
-func SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+// both policy kinds. They are leader-elected: one replica writes. In native
+// mode, Ready also reports what native mode refuses to compile.
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager, nativeMode bool) error {
 	pods := podMetadata()
 	if err := mgr.GetFieldIndexer().IndexField(ctx, pods, entryIndex, indexEntry); err != nil {
 		return fmt.Errorf("indexing pods: %w", err)
@@ -79,6 +84,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 		Client: mgr.GetClient(), Recorder: rec,
 		newPolicy:         func() *v1alpha1.MeshRolePolicy { return &v1alpha1.MeshRolePolicy{} },
 		namespaceSelector: func(*v1alpha1.MeshRolePolicy) *metav1.LabelSelector { return nil },
+		nativeMode:        nativeMode,
 	}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("meshrolepolicy-status").
 		For(&v1alpha1.MeshRolePolicy{}).
@@ -92,6 +98,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 		namespaceSelector: func(p *v1alpha1.ClusterMeshRolePolicy) *metav1.LabelSelector {
 			return &p.Spec.NamespaceSelector
 		},
+		nativeMode: nativeMode,
 	}
 	return ctrl.NewControllerManagedBy(mgr).Named("clustermeshrolepolicy-status").
 		For(&v1alpha1.ClusterMeshRolePolicy{}).
@@ -193,9 +200,15 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, req reconcile.Request) (r
 
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonAccepted,
 		Message: "the webhook applies this policy", ObservedGeneration: p.GetGeneration()}
+	if r.nativeMode {
+		ready.Message = "compiled into meshrole's MutatingAdmissionPolicies"
+	}
 	if problems := policy.Problems(spec, r.namespaceSelector(p)); len(problems) > 0 {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonInvalidSelector,
 			strings.Join(problems, "; ")+": the affected workloads match no pod"
+	} else if problems := policy.NativeProblems(spec); r.nativeMode && len(problems) > 0 {
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonNeedsWebhook,
+			strings.Join(problems, "; ")+"; native mode does not apply this policy at all"
 	}
 	meta.SetStatusCondition(&next.Conditions, ready)
 

@@ -74,7 +74,19 @@ type Options struct {
 	WebhookArgs []string
 	// FailurePolicy of the registered webhook; Fail when empty.
 	FailurePolicy admissionregistrationv1.FailurePolicyType
+	// Mode is the server's mode: ModeWebhook (the default) registers a
+	// MutatingWebhookConfiguration; ModeNative registers none, and the server
+	// keeps MutatingAdmissionPolicies instead.
+	Mode Mode
 }
+
+// Mode is meshrole's mode of operation (the server's --mode flag).
+type Mode string
+
+const (
+	ModeWebhook Mode = "webhook"
+	ModeNative  Mode = "native"
+)
 
 // Harness is a running control plane with meshrole registered in it.
 type Harness struct {
@@ -107,6 +119,13 @@ type Harness struct {
 
 	failurePolicy admissionregistrationv1.FailurePolicyType
 	progress      func(string)
+
+	// What StartWebhook needs to start more replicas like Webhook, and the
+	// replicas it started (Stop stops them too).
+	webhookBin        string
+	webhookKubeconfig string
+	webhookArgs       []string
+	replicas          []*Webhook
 }
 
 // Start brings everything up: envtest (kube-apiserver + etcd, meshrole's
@@ -187,21 +206,50 @@ func Start(ctx context.Context, opts Options) (h *Harness, err error) {
 	if err != nil {
 		return h, err
 	}
-	if h.Webhook, err = newWebhook(webhookBin, h.WorkDir, h.CertDir, webhookKubeconfig, h.Certs.CAPEM, opts.WebhookArgs); err != nil {
+	if opts.Mode == ModeNative {
+		opts.WebhookArgs = append([]string{"--mode=native"}, opts.WebhookArgs...)
+	}
+	h.webhookBin, h.webhookKubeconfig, h.webhookArgs = webhookBin, webhookKubeconfig, opts.WebhookArgs
+	if h.Webhook, err = newWebhook("webhook", webhookBin, h.WorkDir, h.CertDir, webhookKubeconfig, h.Certs.CAPEM, opts.WebhookArgs); err != nil {
 		return h, err
 	}
 	if err = h.Webhook.Start(ctx); err != nil {
 		return h, err
 	}
 
-	h.progress("registering MutatingWebhookConfiguration " + WebhookConfigurationName)
-	if err = h.InstallWebhookConfiguration(ctx); err != nil {
-		return h, err
+	if opts.Mode != ModeNative {
+		h.progress("registering MutatingWebhookConfiguration " + WebhookConfigurationName)
+		if err = h.InstallWebhookConfiguration(ctx); err != nil {
+			return h, err
+		}
 	}
 	if err = h.WaitForWebhook(ctx); err != nil {
 		return h, err
 	}
 	return h, nil
+}
+
+// StartWebhook starts one more webhook server like Webhook — same binary,
+// arguments, API server user and cert dir, ports of its own, its log in
+// webhook-<n>.log — and returns once it is ready (see Webhook.Start). The
+// webhook configuration still names Webhook only: the API server does not
+// call the new replica, a test sends it AdmissionReviews itself (as a
+// Service would spread them over replicas). Stop stops it if the test has
+// not.
+func (h *Harness) StartWebhook(ctx context.Context) (*Webhook, error) {
+	if h.Webhook == nil {
+		return nil, errors.New("harness: StartWebhook before Start")
+	}
+	name := fmt.Sprintf("webhook-%d", len(h.replicas)+2)
+	w, err := newWebhook(name, h.webhookBin, h.WorkDir, h.CertDir, h.webhookKubeconfig, h.Certs.CAPEM, h.webhookArgs)
+	if err != nil {
+		return nil, err
+	}
+	h.replicas = append(h.replicas, w)
+	if err := w.Start(ctx); err != nil {
+		return nil, err
+	}
+	return w, nil
 }
 
 func (h *Harness) startControlPlane() error {
@@ -374,6 +422,9 @@ func (h *Harness) WaitForWebhook(ctx context.Context) error {
 // then removes the work directory unless KeepWorkDir.
 func (h *Harness) Stop() error {
 	var errs []error
+	for _, w := range h.replicas {
+		errs = append(errs, w.Stop())
+	}
 	if h.Webhook != nil {
 		errs = append(errs, h.Webhook.Stop())
 	}
@@ -398,6 +449,9 @@ func (h *Harness) Diagnostics(lines int) string {
 	var b strings.Builder
 	if h.Webhook != nil {
 		fmt.Fprintf(&b, "--- meshrole webhook log (last %d lines of %s)\n%s\n", lines, h.Webhook.LogPath(), h.Webhook.LogTail(lines))
+	}
+	for _, w := range h.replicas {
+		fmt.Fprintf(&b, "--- meshrole webhook replica log (last %d lines of %s)\n%s\n", lines, w.LogPath(), w.LogTail(lines))
 	}
 	if h.ControllerManager != nil {
 		fmt.Fprintf(&b, "--- kube-controller-manager log (last %d lines of %s)\n%s\n", lines, h.ControllerManager.LogPath, h.ControllerManager.LogTail(lines))

@@ -148,6 +148,25 @@ func (p *Process) Stop() error {
 	return fmt.Errorf("%s did not exit within %v of SIGTERM and was killed", p.Name, timeout)
 }
 
+// Signal sends sig to the running process and returns at once.
+func (p *Process) Signal(sig os.Signal) error {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return fmt.Errorf("%s was never started", p.Name)
+	}
+	select {
+	case <-done:
+		return fmt.Errorf("%s is not running (%s)", p.Name, p.ExitStatus())
+	default:
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("%s: %v: %w", p.Name, sig, err)
+	}
+	return nil
+}
+
 // LogTail returns the last n lines of the log file.
 func (p *Process) LogTail(n int) string {
 	return tailFile(p.LogPath, n)

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -20,17 +22,23 @@ type Webhook struct {
 	ProbePort   int
 	MetricsPort int
 
+	// Native is set when the server runs in native mode: it serves no
+	// admissions, so only its readiness is waited for.
+	Native bool
+
 	proc   *Process
 	caPEM  []byte
 	client *http.Client
 }
 
-func newWebhook(bin, workDir, certDir, kubeconfig string, caPEM []byte, extra []string) (*Webhook, error) {
+// newWebhook prepares a webhook process on new ports, logging to
+// <workDir>/<name>.log.
+func newWebhook(name, bin, workDir, certDir, kubeconfig string, caPEM []byte, extra []string) (*Webhook, error) {
 	ports, err := FreePorts(3)
 	if err != nil {
 		return nil, err
 	}
-	w := &Webhook{Port: ports[0], ProbePort: ports[1], MetricsPort: ports[2], caPEM: caPEM}
+	w := &Webhook{Port: ports[0], ProbePort: ports[1], MetricsPort: ports[2], caPEM: caPEM, Native: slices.Contains(extra, "--mode=native")}
 	args := []string{
 		"--webhook-host=127.0.0.1",
 		"--webhook-port=" + strconv.Itoa(w.Port),
@@ -42,10 +50,10 @@ func newWebhook(bin, workDir, certDir, kubeconfig string, caPEM []byte, extra []
 		"--leader-elect=false",
 	}
 	w.proc = &Process{
-		Name:        "meshrole webhook",
+		Name:        "meshrole " + name,
 		Path:        bin,
 		Args:        append(args, extra...),
-		LogPath:     filepath.Join(workDir, "webhook.log"),
+		LogPath:     filepath.Join(workDir, name+".log"),
 		StopTimeout: 15 * time.Second,
 	}
 	w.client = &http.Client{Timeout: time.Second}
@@ -87,6 +95,11 @@ func (w *Webhook) Start(ctx context.Context) error {
 // Stop sends SIGTERM and waits for the webhook to exit.
 func (w *Webhook) Stop() error { return w.proc.Stop() }
 
+// Signal sends sig (e.g. SIGTERM, as the kubelet does when its pod is
+// deleted) to the webhook and returns at once; Exited and ExitStatus tell
+// when and how it ended.
+func (w *Webhook) Signal(sig os.Signal) error { return w.proc.Signal(sig) }
+
 func (w *Webhook) waitReady(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -114,6 +127,9 @@ func (w *Webhook) waitReady(ctx context.Context, timeout time.Duration) error {
 		if resp.StatusCode != http.StatusOK {
 			last = fmt.Sprintf("%s answered %s", readyz, resp.Status)
 			continue
+		}
+		if w.Native {
+			return nil
 		}
 		d := tls.Dialer{Config: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}}
 		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(w.Port)))

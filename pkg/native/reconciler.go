@@ -1,0 +1,266 @@
+package native
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/meshrole/meshrole/pkg/policy"
+	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
+)
+
+// SpecHashAnnotation records the hash of the spec meshrole generated, so that
+// an unchanged plan writes nothing (the API server adds defaults to the
+// stored spec, which a field-by-field comparison would take for drift).
+const SpecHashAnnotation = "meshrole.io/spec-hash"
+
+// Reconciler keeps the generated MutatingAdmissionPolicies and bindings equal
+// to what the current policies compile to. Every change to any policy
+// recompiles the whole plan: the result is a handful of objects, and only
+// those whose spec changed are written.
+type Reconciler struct {
+	// Client reads policies and generated objects from the cache and writes.
+	Client  client.Client
+	Options Options
+	// Owner, when set, is made the controller owner of every generated
+	// object, so that deleting it (the chart's ClusterRole) garbage-collects
+	// them. It must be cluster-scoped.
+	Owner *metav1.OwnerReference
+
+	synced atomic.Bool
+}
+
+// reconcileKey is the only key: there is one plan.
+var reconcileKey = reconcile.Request{NamespacedName: client.ObjectKey{Name: "native-plan"}}
+
+// SetupWithManager checks that the API server serves MutatingAdmissionPolicy
+// and registers the reconciler (leader-elected) and a readiness check that
+// passes once the generated objects have been written.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if err := servesMutatingAdmissionPolicy(mgr); err != nil {
+		return err
+	}
+	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{reconcileKey}
+	})
+	ours := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetLabels()[ManagedByLabel] == ManagedByValue
+	}))
+	if err := ctrl.NewControllerManagedBy(mgr).
+		Named("native-policies").
+		Watches(&v1alpha1.MeshRolePolicy{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.ClusterMeshRolePolicy{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Someone editing or deleting a generated object gets it back.
+		Watches(&admissionregistrationv1.MutatingAdmissionPolicy{}, all, ours).
+		Watches(&admissionregistrationv1.MutatingAdmissionPolicyBinding{}, all, ours).
+		// Once at start, so that readiness does not wait for an event (an
+		// empty cluster sends none) and leftovers of a previous plan go.
+		WatchesRawSource(source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+			q.Add(reconcileKey)
+			return nil
+		})).
+		Complete(r); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	return mgr.AddReadyzCheck("native-policies", func(*http.Request) error {
+		if !r.synced.Load() {
+			return errors.New("the MutatingAdmissionPolicies have not been written yet")
+		}
+		return nil
+	})
+}
+
+func servesMutatingAdmissionPolicy(mgr ctrl.Manager) error {
+	dc, err := discovery.NewDiscoveryClientForConfig(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
+	gv := admissionregistrationv1.SchemeGroupVersion
+	resources, err := dc.ServerResourcesForGroupVersion(gv.String())
+	if err == nil {
+		for _, r := range resources.APIResources {
+			if r.Name == "mutatingadmissionpolicies" {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("native mode needs %s mutatingadmissionpolicies, which this API server does not serve "+
+		"(Kubernetes 1.36 or later, with the MutatingAdmissionPolicy admission plugin enabled); run meshrole with mode: webhook: %w",
+		gv, errors.Join(err, errNotServed))
+}
+
+var errNotServed = errors.New("resource not served")
+
+// Reconcile compiles the current policies and writes what changed.
+func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	store := policy.NewStore()
+	var namespaced v1alpha1.MeshRolePolicyList
+	if err := r.Client.List(ctx, &namespaced); err != nil {
+		return reconcile.Result{}, err
+	}
+	for i := range namespaced.Items {
+		store.SetMeshRolePolicy(&namespaced.Items[i])
+	}
+	var cluster v1alpha1.ClusterMeshRolePolicyList
+	if err := r.Client.List(ctx, &cluster); err != nil {
+		return reconcile.Result{}, err
+	}
+	for i := range cluster.Items {
+		store.SetClusterMeshRolePolicy(&cluster.Items[i])
+	}
+	plan := store.Plan()
+	desired, err := Compile(&plan, r.Options)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if err := r.apply(ctx, desired); err != nil {
+		return reconcile.Result{}, err
+	}
+	r.synced.Store(true)
+	return reconcile.Result{}, nil
+}
+
+// apply makes the cluster hold exactly the desired objects. A policy is
+// written before its binding and a binding deleted before its policy, so a
+// binding never points at a missing or stale-shaped policy for long.
+func (r *Reconciler) apply(ctx context.Context, desired Objects) error {
+	wanted := map[string]bool{}
+	for i := range desired.Policies {
+		p, b := &desired.Policies[i], &desired.Bindings[i]
+		wanted[p.Name] = true
+		if err := r.put(ctx, p, &admissionregistrationv1.MutatingAdmissionPolicy{}, p.Spec); err != nil {
+			return err
+		}
+		if err := r.put(ctx, b, &admissionregistrationv1.MutatingAdmissionPolicyBinding{}, b.Spec); err != nil {
+			return err
+		}
+	}
+	selector := client.MatchingLabels{ManagedByLabel: ManagedByValue}
+	var bindings admissionregistrationv1.MutatingAdmissionPolicyBindingList
+	if err := r.Client.List(ctx, &bindings, selector); err != nil {
+		return err
+	}
+	for i := range bindings.Items {
+		if !wanted[bindings.Items[i].Name] {
+			if err := client.IgnoreNotFound(r.Client.Delete(ctx, &bindings.Items[i])); err != nil {
+				return err
+			}
+		}
+	}
+	var policies admissionregistrationv1.MutatingAdmissionPolicyList
+	if err := r.Client.List(ctx, &policies, selector); err != nil {
+		return err
+	}
+	for i := range policies.Items {
+		if !wanted[policies.Items[i].Name] {
+			if err := client.IgnoreNotFound(r.Client.Delete(ctx, &policies.Items[i])); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// put creates obj, or updates the existing object when the spec meshrole
+// generated for it (recorded as a hash) or its owner changed.
+func (r *Reconciler) put(ctx context.Context, obj, existing client.Object, spec any) error {
+	hash, err := specHash(spec)
+	if err != nil {
+		return err
+	}
+	annotations := obj.GetAnnotations()
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	annotations[SpecHashAnnotation] = hash
+	obj.SetAnnotations(annotations)
+	if r.Owner != nil {
+		obj.SetOwnerReferences([]metav1.OwnerReference{*r.Owner})
+	}
+
+	err = r.Client.Get(ctx, client.ObjectKeyFromObject(obj), existing)
+	switch {
+	case apierrors.IsNotFound(err):
+		if err := r.Client.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating %s: %w", describe(obj), err)
+		}
+		return nil
+	case err != nil:
+		return err
+	}
+	if existing.GetAnnotations()[SpecHashAnnotation] == hash &&
+		existing.GetLabels()[ManagedByLabel] == ManagedByValue &&
+		sameOwners(existing.GetOwnerReferences(), obj.GetOwnerReferences()) {
+		return nil
+	}
+	obj.SetResourceVersion(existing.GetResourceVersion())
+	if err := r.Client.Update(ctx, obj); err != nil {
+		return fmt.Errorf("updating %s: %w", describe(obj), err)
+	}
+	return nil
+}
+
+func sameOwners(a, b []metav1.OwnerReference) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].UID != b[i].UID {
+			return false
+		}
+	}
+	return true
+}
+
+func specHash(spec any) (string, error) {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8]), nil
+}
+
+func describe(obj client.Object) string {
+	kind := "MutatingAdmissionPolicy"
+	if _, ok := obj.(*admissionregistrationv1.MutatingAdmissionPolicyBinding); ok {
+		kind = "MutatingAdmissionPolicyBinding"
+	}
+	return kind + " " + obj.GetName()
+}
+
+// ClusterRoleOwner is an owner reference to a ClusterRole, looked up by name.
+func ClusterRoleOwner(ctx context.Context, c client.Reader, name string) (*metav1.OwnerReference, error) {
+	role := &metav1.PartialObjectMetadata{}
+	gvk := schema.GroupVersionKind{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRole"}
+	role.SetGroupVersionKind(gvk)
+	if err := c.Get(ctx, client.ObjectKey{Name: name}, role); err != nil {
+		return nil, fmt.Errorf("reading ClusterRole %s, the owner of the generated MutatingAdmissionPolicies: %w", name, err)
+	}
+	return &metav1.OwnerReference{
+		APIVersion: gvk.GroupVersion().String(), Kind: gvk.Kind, Name: name, UID: role.GetUID(),
+	}, nil
+}
