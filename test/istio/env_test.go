@@ -83,7 +83,7 @@ var rendered *injector.Rendered
 // meshroleConfig other than harness.WebhookConfigurationName, meshrole's
 // configuration is re-registered under that name and the webhook restarted
 // with --webhook-configuration-name set to it.
-func startEnv(t *testing.T, meshroleConfig string) *env {
+func startEnv(t *testing.T, meshroleConfig string, mode harness.Mode) *env {
 	t.Helper()
 	ctx := t.Context()
 	var err error
@@ -95,7 +95,7 @@ func startEnv(t *testing.T, meshroleConfig string) *env {
 		t.Logf("rendered Istio's charts (%v) in %v", rendered.Flags, time.Since(start).Round(time.Millisecond))
 	}
 
-	opts := harness.Options{Progress: func(step string) { t.Log(step) }}
+	opts := harness.Options{Progress: func(step string) { t.Log(step) }, Mode: mode}
 	if meshroleConfig != harness.WebhookConfigurationName {
 		opts.WebhookArgs = []string{"--webhook-configuration-name=" + meshroleConfig}
 	}
@@ -129,7 +129,7 @@ func startEnv(t *testing.T, meshroleConfig string) *env {
 		t.Fatal(err)
 	}
 
-	if meshroleConfig != harness.WebhookConfigurationName {
+	if mode != harness.ModeNative && meshroleConfig != harness.WebhookConfigurationName {
 		renamed := h.WebhookConfiguration()
 		renamed.Name = meshroleConfig
 		t.Logf("re-registering meshrole's webhook configuration as %s", meshroleConfig)

@@ -24,7 +24,7 @@ import (
 // second mutating webhook, and checks what the API server stores for pods the
 // StatefulSet and Deployment controllers create.
 func TestMeshroleBeforeIstio(t *testing.T) {
-	e := startEnv(t, harness.WebhookConfigurationName)
+	e := startEnv(t, harness.WebhookConfigurationName, harness.ModeWebhook)
 
 	t.Run("Istio's webhook configuration is its chart's default: namespace and object webhooks, objectSelector inject NotIn [false], failurePolicy Fail, reinvocationPolicy Never", func(t *testing.T) {
 		var mwc admissionregistrationv1.MutatingWebhookConfiguration
@@ -84,74 +84,9 @@ func TestMeshroleBeforeIstio(t *testing.T) {
 		}
 	})
 
-	t.Run("eureka-server StatefulSet (peer-stateful, Skip) pods get no istio-proxy and no istio-init", func(t *testing.T) {
-		const ns = "eureka"
-		e.meshNamespace(t, ns, "eureka", eurekaWorkloads()...)
-		// As the field report's chart: the template asks for the sidecar with
-		// the label, which Istio reads before the annotation.
-		e.create(t, statefulSet(ns, "eureka-server", 3, map[string]string{policy.IstioInjectKey: "true"}, nil, 8761))
+	t.Run(seedPeersTitle, func(t *testing.T) { seedPeers(t, e) })
 
-		for _, p := range e.pods(t, ns, "eureka-server", 3) {
-			for _, name := range []string{istioProxy, istioInit, istioValidation} {
-				if c, _ := findContainer(&p, name); c != nil {
-					t.Errorf("pod %s has %s; containers: %v", p.Name, name, containerNames(&p))
-				}
-			}
-			if _, ok := p.Annotations[istioStatus]; ok {
-				t.Errorf("pod %s carries %s: Istio injected it", p.Name, istioStatus)
-			}
-			if got := p.Labels[policy.IstioInjectKey]; got != "false" {
-				t.Errorf("pod %s: label %s = %q, want \"false\"", p.Name, policy.IstioInjectKey, got)
-			}
-			if got := p.Annotations[policy.IstioInjectKey]; got != "false" {
-				t.Errorf("pod %s: annotation %s = %q, want \"false\"", p.Name, policy.IstioInjectKey, got)
-			}
-			if got := p.Annotations[policy.RoleAnnotation]; got != string(v1alpha1.RolePeerStateful) {
-				t.Errorf("pod %s: %s = %q", p.Name, policy.RoleAnnotation, got)
-			}
-		}
-		// Istio's objectSelector (sidecar.istio.io/inject NotIn [false]) keeps
-		// the API server from even calling its injector for these pods.
-		if calls := e.istioCalls(ns, "eureka-server"); len(calls) > 0 {
-			t.Errorf("Istio's injector was called %d times for eureka-server pods; want 0 (objectSelector)", len(calls))
-		}
-	})
-
-	t.Run("eureka-client Deployment (client-stateless, excludeOutboundPorts 8761) pods get istio-proxy and istio-init excludes outbound 8761", func(t *testing.T) {
-		const ns = "eureka" // policy from the previous scenario
-		if !e.namespaceExists(t, ns) {
-			e.meshNamespace(t, ns, "eureka", eurekaWorkloads()...)
-		}
-		e.create(t, deployment(ns, "eureka-client", 2, nil, nil, 8080))
-
-		for _, p := range e.pods(t, ns, "eureka-client", 2) {
-			if !hasIstioProxy(&p) {
-				t.Errorf("pod %s has no %s; containers: %v", p.Name, istioProxy, containerNames(&p))
-				continue
-			}
-			if _, ok := p.Annotations[istioStatus]; !ok {
-				t.Errorf("pod %s has no %s annotation", p.Name, istioStatus)
-			}
-			if got := p.Labels[policy.IstioInjectKey]; got != "true" {
-				t.Errorf("pod %s: label %s = %q, want \"true\"", p.Name, policy.IstioInjectKey, got)
-			}
-			args := iptablesArgs(t, &p)
-			t.Logf("pod %s: %v; istio-iptables args %q", p.Name, containerNames(&p), args)
-			out, ok := flagValue(args, "-o")
-			if !ok || !portsIn(out, "8761") {
-				t.Errorf("pod %s: istio-iptables args %q do not exclude outbound port 8761 (-o)", p.Name, args)
-			}
-			if in, _ := flagValue(args, "-d"); portsIn(in, "8761") {
-				t.Errorf("pod %s: 8761 excluded inbound too (-d %s); only outbound was asked", p.Name, in)
-			}
-			if got := p.Annotations[policy.IstioExcludeOutboundPorts]; !portsIn(got, "8761") {
-				t.Errorf("pod %s: %s = %q", p.Name, policy.IstioExcludeOutboundPorts, got)
-			}
-		}
-		if calls := e.istioCalls(ns, "eureka-client"); len(calls) != 2 || !calls[0].Patched || !calls[1].Patched {
-			t.Errorf("Istio's injector calls for eureka-client pods: %+v; want 2, each with a patch", calls)
-		}
-	})
+	t.Run(seedClientsTitle, func(t *testing.T) { seedClients(t, e) })
 
 	t.Run("zookeeper StatefulSet (peer-stateful, BypassPorts 2888,3888) pods keep istio-proxy and istio-init excludes the peer ports inbound and outbound", func(t *testing.T) {
 		const ns = "zookeeper"
@@ -282,7 +217,7 @@ func TestMeshroleBeforeIstio(t *testing.T) {
 // report it.
 func TestMeshroleAfterIstio(t *testing.T) {
 	const late = "zz-meshrole"
-	e := startEnv(t, late)
+	e := startEnv(t, late, harness.ModeWebhook)
 
 	t.Run("meshrole configured as zz-meshrole runs after istio-sidecar-injector: the peer gets the sidecar, meshrole warns and counts already-injected", func(t *testing.T) {
 		const ns = "eureka-late"
@@ -342,6 +277,32 @@ func TestMeshroleAfterIstio(t *testing.T) {
 	})
 }
 
+// TestNativeModeBeforeIstio runs the field report's scenario with meshrole in
+// native mode: no meshrole webhook at all, its policies compiled into
+// MutatingAdmissionPolicies, which the API server runs before every mutating
+// webhook, Istio's injector included, whatever the configurations are named.
+func TestNativeModeBeforeIstio(t *testing.T) {
+	e := startEnv(t, harness.WebhookConfigurationName, harness.ModeNative)
+
+	t.Run("no meshrole MutatingWebhookConfiguration; Istio's is the only one", func(t *testing.T) {
+		var list admissionregistrationv1.MutatingWebhookConfigurationList
+		if err := e.h.Client.List(t.Context(), &list); err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Items) != 1 || list.Items[0].Name != injector.WebhookConfigurationName {
+			names := make([]string, len(list.Items))
+			for i := range list.Items {
+				names[i] = list.Items[i].Name
+			}
+			t.Fatalf("mutating webhook configurations %v, want only %s", names, injector.WebhookConfigurationName)
+		}
+	})
+
+	t.Run(seedPeersTitle, func(t *testing.T) { seedPeers(t, e) })
+
+	t.Run(seedClientsTitle, func(t *testing.T) { seedClients(t, e) })
+}
+
 // eurekaWorkloads is the policy of examples/eureka.
 func eurekaWorkloads() []v1alpha1.Workload {
 	return []v1alpha1.Workload{{
@@ -389,4 +350,79 @@ func ptrString[T ~string](p *T) string {
 		return "<nil>"
 	}
 	return string(*p)
+}
+
+// The field report's scenario, shared by webhook and native mode.
+const (
+	seedPeersTitle   = "eureka-server StatefulSet (peer-stateful, Skip) pods get no istio-proxy and no istio-init"
+	seedClientsTitle = "eureka-client Deployment (client-stateless, excludeOutboundPorts 8761) pods get istio-proxy and istio-init excludes outbound 8761"
+)
+
+func seedPeers(t *testing.T, e *env) {
+	const ns = "eureka"
+	e.meshNamespace(t, ns, "eureka", eurekaWorkloads()...)
+	// As the field report's chart: the template asks for the sidecar with
+	// the label, which Istio reads before the annotation.
+	e.create(t, statefulSet(ns, "eureka-server", 3, map[string]string{policy.IstioInjectKey: "true"}, nil, 8761))
+
+	for _, p := range e.pods(t, ns, "eureka-server", 3) {
+		for _, name := range []string{istioProxy, istioInit, istioValidation} {
+			if c, _ := findContainer(&p, name); c != nil {
+				t.Errorf("pod %s has %s; containers: %v", p.Name, name, containerNames(&p))
+			}
+		}
+		if _, ok := p.Annotations[istioStatus]; ok {
+			t.Errorf("pod %s carries %s: Istio injected it", p.Name, istioStatus)
+		}
+		if got := p.Labels[policy.IstioInjectKey]; got != "false" {
+			t.Errorf("pod %s: label %s = %q, want \"false\"", p.Name, policy.IstioInjectKey, got)
+		}
+		if got := p.Annotations[policy.IstioInjectKey]; got != "false" {
+			t.Errorf("pod %s: annotation %s = %q, want \"false\"", p.Name, policy.IstioInjectKey, got)
+		}
+		if got := p.Annotations[policy.RoleAnnotation]; got != string(v1alpha1.RolePeerStateful) {
+			t.Errorf("pod %s: %s = %q", p.Name, policy.RoleAnnotation, got)
+		}
+	}
+	// Istio's objectSelector (sidecar.istio.io/inject NotIn [false]) keeps
+	// the API server from even calling its injector for these pods.
+	if calls := e.istioCalls(ns, "eureka-server"); len(calls) > 0 {
+		t.Errorf("Istio's injector was called %d times for eureka-server pods; want 0 (objectSelector)", len(calls))
+	}
+}
+
+func seedClients(t *testing.T, e *env) {
+	const ns = "eureka" // policy from the previous scenario
+	if !e.namespaceExists(t, ns) {
+		e.meshNamespace(t, ns, "eureka", eurekaWorkloads()...)
+	}
+	e.create(t, deployment(ns, "eureka-client", 2, nil, nil, 8080))
+
+	for _, p := range e.pods(t, ns, "eureka-client", 2) {
+		if !hasIstioProxy(&p) {
+			t.Errorf("pod %s has no %s; containers: %v", p.Name, istioProxy, containerNames(&p))
+			continue
+		}
+		if _, ok := p.Annotations[istioStatus]; !ok {
+			t.Errorf("pod %s has no %s annotation", p.Name, istioStatus)
+		}
+		if got := p.Labels[policy.IstioInjectKey]; got != "true" {
+			t.Errorf("pod %s: label %s = %q, want \"true\"", p.Name, policy.IstioInjectKey, got)
+		}
+		args := iptablesArgs(t, &p)
+		t.Logf("pod %s: %v; istio-iptables args %q", p.Name, containerNames(&p), args)
+		out, ok := flagValue(args, "-o")
+		if !ok || !portsIn(out, "8761") {
+			t.Errorf("pod %s: istio-iptables args %q do not exclude outbound port 8761 (-o)", p.Name, args)
+		}
+		if in, _ := flagValue(args, "-d"); portsIn(in, "8761") {
+			t.Errorf("pod %s: 8761 excluded inbound too (-d %s); only outbound was asked", p.Name, in)
+		}
+		if got := p.Annotations[policy.IstioExcludeOutboundPorts]; !portsIn(got, "8761") {
+			t.Errorf("pod %s: %s = %q", p.Name, policy.IstioExcludeOutboundPorts, got)
+		}
+	}
+	if calls := e.istioCalls(ns, "eureka-client"); len(calls) != 2 || !calls[0].Patched || !calls[1].Patched {
+		t.Errorf("Istio's injector calls for eureka-client pods: %+v; want 2, each with a patch", calls)
+	}
 }
