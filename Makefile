@@ -93,7 +93,7 @@ image:
 bench: testenv build
 	MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go run ./test/bench $(BENCH_FLAGS)
 
-## demo: start a local control plane with the webhook, apply examples/eureka and print what each pod got (KEEP=1 keeps it running).
+## demo: start a local control plane with meshrole, apply examples/eureka and print what each pod got (KEEP=1 keeps it running; MODE=native runs native mode).
 .PHONY: demo
 demo: testenv build
 	MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go run ./test/demo

@@ -3,7 +3,9 @@
 // applies examples/eureka, waits for the StatefulSet's and the Deployment's
 // pods, and prints the verdict the API server stored on each of them.
 //
-// With KEEP=1 it keeps everything running until Ctrl-C, for kubectl.
+// With KEEP=1 it keeps everything running until Ctrl-C, for kubectl. With
+// MODE=native meshrole runs in native mode: no webhook, its policies compiled
+// into MutatingAdmissionPolicies that the API server applies itself.
 package main
 
 import (
@@ -57,7 +59,16 @@ func run() (err error) {
 		}
 	}
 
-	h, err := harness.Start(ctx, harness.Options{Root: root, Progress: func(s string) { step("%s", s) }})
+	mode := harness.Mode(os.Getenv("MODE"))
+	switch mode {
+	case "":
+		mode = harness.ModeWebhook
+	case harness.ModeWebhook, harness.ModeNative:
+	default:
+		return fmt.Errorf("MODE=%s: want %s or %s", mode, harness.ModeWebhook, harness.ModeNative)
+	}
+	step("meshrole in %s mode", mode)
+	h, err := harness.Start(ctx, harness.Options{Root: root, Mode: mode, Progress: func(s string) { step("%s", s) }})
 	if err != nil {
 		return err
 	}
