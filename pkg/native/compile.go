@@ -3,11 +3,17 @@
 // before every mutating webhook, with no webhook hop on the pod path.
 //
 // The generated CEL evaluates label selectors and looks up answers that
-// pkg/policy resolved in Go; it holds no rule of its own. Namespaces are
-// split into shards by the first character of their name, a partition that
-// never changes: every pod is decided by exactly one policy object, so any
-// change to a namespace's decision is one object's update, and a pod sees
-// either the old decision or the new one, never a mix.
+// pkg/policy resolved in Go; it holds no rule of its own.
+//
+// Each namespace with MeshRolePolicies gets its own policy object
+// (meshrole-ns-<namespace>, bound to that namespace only), holding its whole
+// decision, cluster policies included; one more object (meshrole-cluster)
+// decides every other enabled namespace with the cluster policies. A change
+// to a namespace's decision is then one object's update: a pod sees the old
+// decision or the new one, never a mix. When a namespace gets its first
+// MeshRolePolicy or loses its last, its decision moves between two objects;
+// the Reconciler hands it over in steps during which both objects hold the
+// same decision for it (see Coverage).
 package native
 
 import (
@@ -16,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -28,20 +35,39 @@ import (
 )
 
 const (
-	// NamePrefix starts the name of every generated policy and binding.
-	NamePrefix = "meshrole-"
+	// ClusterObjectName decides the namespaces without their own object.
+	ClusterObjectName = "meshrole-cluster"
+	// NamespaceObjectPrefix + namespace names a namespace's own object.
+	NamespaceObjectPrefix = "meshrole-ns-"
 	// ManagedByLabel marks the generated objects; the reconciler owns
 	// exactly the objects that carry it.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	// ManagedByValue is ManagedByLabel's value.
 	ManagedByValue = "meshrole"
-	// ShardLabel names the shard an object decides for.
-	ShardLabel = "meshrole.io/native-shard"
+	// ScopeLabel names the namespace a namespace object decides for.
+	ScopeLabel = "meshrole.io/native-scope"
+	// PhaseAnnotation records where a namespace object is in a handover.
+	PhaseAnnotation = "meshrole.io/phase"
 )
 
-// shards are the first characters a namespace name can have (an RFC 1123
-// label starts with a lower-case letter or a digit).
-var shards = strings.Split("0123456789abcdefghijklmnopqrstuvwxyz", "")
+// Phase of a namespace object.
+type Phase string
+
+const (
+	// PhaseArriving: the namespace just got its own object; the cluster
+	// object still decides it too, with the same decision.
+	PhaseArriving Phase = "Arriving"
+	// PhaseOwner: the namespace's own object alone decides it.
+	PhaseOwner Phase = "Owner"
+	// PhaseRetiring: the namespace lost its last MeshRolePolicy; its own
+	// object holds the cluster policies' decision, as the cluster object does,
+	// until it is deleted.
+	PhaseRetiring Phase = "Retiring"
+)
+
+// maxExpressionLength is the API server's limit on a CEL expression, in code
+// points (k8s.io/apiserver/pkg/cel/environment).
+const maxExpressionLength = 100_000
 
 // Options shape the generated objects.
 type Options struct {
@@ -52,48 +78,109 @@ type Options struct {
 	ExcludedNamespaces []string
 }
 
-// Objects are the policies and bindings native mode keeps in the cluster.
-type Objects struct {
-	Policies []admissionregistrationv1.MutatingAdmissionPolicy
-	Bindings []admissionregistrationv1.MutatingAdmissionPolicyBinding
+// Coverage says which namespaces are being handed over between their own
+// object and the cluster object. A namespace with MeshRolePolicies that is in
+// neither set is decided by its own object alone.
+type Coverage struct {
+	// Arriving namespaces have MeshRolePolicies and their own object, and
+	// the cluster object decides them too, with the same decision, until the
+	// API server surely sees their own object.
+	Arriving map[string]bool
+	// Retiring namespaces have no MeshRolePolicies left; their own object
+	// holds the cluster policies' decision until it is deleted.
+	Retiring map[string]bool
 }
 
-// Compile turns a plan into one policy and one binding per shard that has
-// something to decide.
-func Compile(plan *policy.Plan, opts Options) (Objects, error) {
-	var out Objects
+// Object is one generated policy with its binding.
+type Object struct {
+	Policy  admissionregistrationv1.MutatingAdmissionPolicy
+	Binding admissionregistrationv1.MutatingAdmissionPolicyBinding
+}
+
+// Compile turns a plan into the objects that decide every enabled namespace:
+// one per namespace with MeshRolePolicies (or retiring), and the cluster
+// object when it has something to decide. It fails when a namespace has more
+// policies than one generated object can hold.
+func Compile(plan *policy.Plan, opts Options, cov Coverage) ([]Object, error) {
 	c := newCompiler(plan)
-	for _, shard := range shards {
-		var scopes []policy.Scope
-		var fallback *policy.Scope
-		for i := range plan.Scopes {
-			sc := plan.Scopes[i]
-			switch {
-			case sc.Namespace == "":
-				fallback = &plan.Scopes[i]
-			case strings.HasPrefix(sc.Namespace, shard):
-				scopes = append(scopes, sc)
-			}
-		}
-		if len(scopes) == 0 && fallback == nil {
+	var fallback *policy.Scope
+	own := map[string]policy.Scope{}
+	for i := range plan.Scopes {
+		sc := plan.Scopes[i]
+		if sc.Namespace == "" {
+			fallback = &plan.Scopes[i]
 			continue
 		}
-		spec, err := c.shardSpec(shard, scopes, fallback, opts)
-		if err != nil {
-			return Objects{}, err
+		if !slices.Contains(opts.ExcludedNamespaces, sc.Namespace) {
+			own[sc.Namespace] = sc
 		}
-		name := NamePrefix + "shard-" + shard
-		meta := metav1.ObjectMeta{Name: name, Labels: map[string]string{ManagedByLabel: ManagedByValue, ShardLabel: shard}}
-		out.Policies = append(out.Policies, admissionregistrationv1.MutatingAdmissionPolicy{ObjectMeta: meta, Spec: spec})
-		out.Bindings = append(out.Bindings, admissionregistrationv1.MutatingAdmissionPolicyBinding{
-			ObjectMeta: *meta.DeepCopy(),
-			Spec: admissionregistrationv1.MutatingAdmissionPolicyBindingSpec{
-				PolicyName:     name,
-				MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: enabledNamespaces(opts.ExcludedNamespaces)},
-			},
-		})
+	}
+	for ns := range cov.Retiring {
+		if _, ok := own[ns]; !ok && !slices.Contains(opts.ExcludedNamespaces, ns) {
+			sc := policy.Scope{Namespace: ns}
+			if fallback != nil {
+				sc.Policies = fallback.Policies
+			}
+			own[ns] = sc
+		}
+	}
+
+	var out []Object
+	var excluded, arriving []string
+	for _, ns := range slices.Sorted(maps.Keys(own)) {
+		sc := own[ns]
+		phase := PhaseOwner
+		switch {
+		case cov.Retiring[ns] && !cov.Arriving[ns]:
+			phase = PhaseRetiring
+		case cov.Arriving[ns]:
+			phase = PhaseArriving
+			arriving = append(arriving, ns)
+		default:
+			excluded = append(excluded, ns)
+		}
+		spec, err := c.spec(nil, &sc, nil, opts)
+		if err != nil {
+			return nil, fmt.Errorf("namespace %s: %w", ns, err)
+		}
+		selector := &metav1.LabelSelector{MatchLabels: map[string]string{
+			policy.EnabledNamespaceLabel: "true", corev1.LabelMetadataName: ns,
+		}}
+		o := object(NamespaceObjectPrefix+ns, spec, selector)
+		o.Policy.Labels[ScopeLabel] = ns
+		o.Binding.Labels[ScopeLabel] = ns
+		o.Policy.Annotations = map[string]string{PhaseAnnotation: string(phase)}
+		out = append(out, o)
+	}
+
+	if fallback != nil || len(arriving) > 0 {
+		var branches []policy.Scope
+		for _, ns := range arriving {
+			branches = append(branches, own[ns])
+		}
+		spec, err := c.spec(branches, fallback, excluded, opts)
+		if err != nil {
+			return nil, fmt.Errorf("the cluster policies: %w", err)
+		}
+		out = append(out, object(ClusterObjectName, spec, enabledNamespaces(opts.ExcludedNamespaces)))
 	}
 	return out, nil
+}
+
+func object(name string, spec admissionregistrationv1.MutatingAdmissionPolicySpec, namespaces *metav1.LabelSelector) Object {
+	meta := func() metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: name, Labels: map[string]string{ManagedByLabel: ManagedByValue}}
+	}
+	return Object{
+		Policy: admissionregistrationv1.MutatingAdmissionPolicy{ObjectMeta: meta(), Spec: spec},
+		Binding: admissionregistrationv1.MutatingAdmissionPolicyBinding{
+			ObjectMeta: meta(),
+			Spec: admissionregistrationv1.MutatingAdmissionPolicyBindingSpec{
+				PolicyName:     name,
+				MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: namespaces},
+			},
+		},
+	}
 }
 
 // enabledNamespaces is the webhook configuration's namespace selector.
@@ -126,30 +213,33 @@ func newCompiler(plan *policy.Plan) *compiler {
 	return c
 }
 
-func (c *compiler) shardSpec(shard string, scopes []policy.Scope, fallback *policy.Scope, opts Options) (admissionregistrationv1.MutatingAdmissionPolicySpec, error) {
-	all := slices.Clone(scopes)
+// spec is one generated policy: branches decide the namespaces they name,
+// fallback (may be nil) every other namespace the binding selects, except
+// the excluded ones.
+func (c *compiler) spec(branches []policy.Scope, fallback *policy.Scope, excluded []string, opts Options) (admissionregistrationv1.MutatingAdmissionPolicySpec, error) {
+	scopes := slices.Clone(branches)
 	if fallback != nil {
-		all = append(all, *fallback)
+		scopes = append(scopes, *fallback)
 	}
 	used := map[int]bool{}
-	for _, sc := range all {
+	for _, sc := range scopes {
 		for _, i := range sc.Policies {
 			used[i] = true
 		}
 	}
-	policyIndexes := slices.Sorted(maps.Keys(used))
+	policies := slices.Sorted(maps.Keys(used))
 
 	vars := []admissionregistrationv1.Variable{
 		{Name: "labels", Expression: "has(object.metadata.labels) ? object.metadata.labels : {}"},
 		{Name: "annotations", Expression: "has(object.metadata.annotations) ? object.metadata.annotations : {}"},
 	}
-	if slices.ContainsFunc(policyIndexes, func(i int) bool { return c.plan.Policies[i].NamespaceSelector != nil }) {
+	if slices.ContainsFunc(policies, func(i int) bool { return c.plan.Policies[i].NamespaceSelector != nil }) {
 		vars = append(vars, admissionregistrationv1.Variable{
 			Name:       "namespaceLabels",
 			Expression: "has(namespaceObject.metadata.labels) ? namespaceObject.metadata.labels : {}",
 		})
 	}
-	for _, i := range policyIndexes {
+	for _, i := range policies {
 		expr, err := c.firstMatch(i)
 		if err != nil {
 			return admissionregistrationv1.MutatingAdmissionPolicySpec{}, err
@@ -157,97 +247,117 @@ func (c *compiler) shardSpec(shard string, scopes []policy.Scope, fallback *poli
 		vars = append(vars, admissionregistrationv1.Variable{Name: policyVar(i), Expression: expr})
 	}
 
-	// winner and dryRun: per scope, a chain in precedence order.
-	winner := c.byNamespace(scopes, fallback, func(sc policy.Scope) string {
-		var b strings.Builder
+	// winner: the first Enforce match in the scope's order; dryRun: the
+	// first match, when it is a DryRun one. Flat lists rather than nested
+	// conditionals, so that no expression nests deeper with more policies.
+	isDryRun := func(i int) bool { return c.plan.Policies[i].Mode == v1alpha1.ModeDryRun }
+	var winners, dryRuns []string
+	for s, sc := range scopes {
+		var w, d []string
 		for _, i := range sc.Policies {
-			if c.plan.Policies[i].Mode == v1alpha1.ModeDryRun {
-				continue
+			v := "variables." + policyVar(i)
+			if isDryRun(i) {
+				d = append(d, fmt.Sprintf("%s >= 0 ? %d + %s : -1", v, c.firstID[i], v))
+			} else {
+				w = append(w, fmt.Sprintf("%s >= 0 ? %d + %s : -1", v, c.firstID[i], v))
+				d = append(d, fmt.Sprintf("%s >= 0 ? -2 : -1", v))
 			}
-			fmt.Fprintf(&b, "variables.%s >= 0 ? %d + variables.%s : ", policyVar(i), c.firstID[i], policyVar(i))
 		}
-		b.WriteString("-1")
-		return b.String()
-	})
-	vars = append(vars, admissionregistrationv1.Variable{Name: "winner", Expression: winner})
-	winners := c.reachable(all, func(p *policy.PlannedPolicy) bool { return p.Mode != v1alpha1.ModeDryRun })
+		vars = append(vars,
+			admissionregistrationv1.Variable{Name: fmt.Sprintf("winners%d", s), Expression: "[" + strings.Join(w, ", ") + "].filter(x, x >= 0)"},
+			admissionregistrationv1.Variable{Name: fmt.Sprintf("firstMatches%d", s), Expression: "[" + strings.Join(d, ", ") + "].filter(x, x != -1)"},
+		)
+		winners = append(winners, fmt.Sprintf("variables.winners%[1]d.size() > 0 ? variables.winners%[1]d[0] : -1", s))
+		dryRuns = append(dryRuns, fmt.Sprintf("variables.firstMatches%[1]d.size() > 0 && variables.firstMatches%[1]d[0] >= 0 ? variables.firstMatches%[1]d[0] : -1", s))
+	}
+	vars = append(vars,
+		admissionregistrationv1.Variable{Name: "winner", Expression: byNamespace(branches, fallback != nil, winners)},
+		admissionregistrationv1.Variable{Name: "dryRun", Expression: byNamespace(branches, fallback != nil, dryRuns)},
+	)
 
 	var mutations []admissionregistrationv1.Mutation
-	mutations = append(mutations, applyChain("winner", winners, func(id int) string {
-		e := c.entries[id]
-		return metadataObject(e.Effect.Labels, e.Effect.Annotations)
-	}))
-
-	// Conflicts: which entries tie with the winner depends only on the winner.
-	var conflictArms []string
-	for _, id := range winners {
-		e := c.entries[id]
-		if len(e.Conflicts) == 0 {
+	for _, i := range policies {
+		if isDryRun(i) {
 			continue
 		}
-		parts := make([]string, len(e.Conflicts))
-		for n, ref := range e.Conflicts {
-			other := &c.plan.Policies[ref.Policy].Entries[ref.Entry]
-			parts[n] = fmt.Sprintf("variables.%s == %d ? [%s] : []", policyVar(ref.Policy), ref.Entry, quote(other.ConflictText))
-		}
-		conflictArms = append(conflictArms, fmt.Sprintf("variables.winner == %d ? (%s) : ", id, "("+strings.Join(parts, ") + (")+")"))
-	}
-	if len(conflictArms) > 0 {
-		vars = append(vars, admissionregistrationv1.Variable{Name: "conflicts", Expression: strings.Join(conflictArms, "") + "[]"})
-		mutations = append(mutations, applyConfiguration(fmt.Sprintf(
-			"variables.conflicts.size() > 0 ? Object{metadata: Object.metadata{annotations: {%s: variables.conflicts.join(\",\")}}} : Object{}",
-			quote(policy.ConflictAnnotation))))
-	}
-
-	// DryRun: the first matching policy, when it is a DryRun one.
-	dryRuns := c.reachable(all, func(p *policy.PlannedPolicy) bool { return p.Mode == v1alpha1.ModeDryRun })
-	if len(dryRuns) > 0 {
-		dryRun := c.byNamespace(scopes, fallback, func(sc policy.Scope) string {
-			var b strings.Builder
-			for _, i := range sc.Policies {
-				v := policyVar(i)
-				if c.plan.Policies[i].Mode == v1alpha1.ModeDryRun {
-					fmt.Fprintf(&b, "variables.%s >= 0 ? %d + variables.%s : ", v, c.firstID[i], v)
-				} else {
-					fmt.Fprintf(&b, "variables.%s >= 0 ? -1 : ", v)
-				}
-			}
-			b.WriteString("-1")
-			return b.String()
-		})
-		vars = append(vars, admissionregistrationv1.Variable{Name: "dryRun", Expression: dryRun})
-		mutations = append(mutations, applyChain("dryRun", dryRuns, func(id int) string {
-			e := c.entries[id]
-			return metadataObject(nil, map[string]string{policy.DryRunAnnotation: e.DryRunReport})
+		mutations = append(mutations, c.entryChain(i, "winner", func(e *policy.PlannedEntry) string {
+			return metadataObject(e.Effect.Labels, e.Effect.Annotations)
 		}))
+	}
+	// Conflicts: which entries tie with the winner depends only on the winner.
+	for _, i := range policies {
+		for k := range c.plan.Policies[i].Entries {
+			e := &c.plan.Policies[i].Entries[k]
+			if isDryRun(i) || len(e.Conflicts) == 0 {
+				continue
+			}
+			parts := make([]string, len(e.Conflicts))
+			for n, ref := range e.Conflicts {
+				other := &c.plan.Policies[ref.Policy].Entries[ref.Entry]
+				parts[n] = fmt.Sprintf("variables.%s == %d ? %s : ''", policyVar(ref.Policy), ref.Entry, quote(other.ConflictText))
+			}
+			list := "[" + strings.Join(parts, ", ") + "].filter(s, s != '')"
+			mutations = append(mutations, applyConfiguration(fmt.Sprintf(
+				"variables.winner == %d && %s.size() > 0 ? Object{metadata: Object.metadata{annotations: {%s: %s.join(',')}}} : Object{}",
+				c.firstID[i]+k, list, quote(policy.ConflictAnnotation), list)))
+		}
+	}
+	for _, i := range policies {
+		if isDryRun(i) {
+			mutations = append(mutations, c.entryChain(i, "dryRun", func(e *policy.PlannedEntry) string {
+				return metadataObject(nil, map[string]string{policy.DryRunAnnotation: e.DryRunReport})
+			}))
+		}
 	}
 
 	// Port lists, merged as sets into what the pod already has.
 	for n, key := range []string{policy.IstioExcludeInboundPorts, policy.IstioExcludeOutboundPorts} {
-		var arms []string
-		for _, id := range winners {
-			e := c.entries[id]
-			if ports := e.Effect.Ports[key]; len(ports) > 0 {
+		var pairs []string
+		for _, i := range policies {
+			for k := range c.plan.Policies[i].Entries {
+				ports := c.plan.Policies[i].Entries[k].Effect.Ports[key]
+				if isDryRun(i) || len(ports) == 0 {
+					continue
+				}
 				list := make([]string, len(ports))
 				for j, p := range ports {
 					list[j] = strconv.Itoa(int(p))
 				}
-				arms = append(arms, fmt.Sprintf("variables.winner == %d ? [%s] : ", id, strings.Join(list, ", ")))
+				pairs = append(pairs, fmt.Sprintf("%d: [%s]", c.firstID[i]+k, strings.Join(list, ", ")))
 			}
 		}
-		if len(arms) == 0 {
+		if len(pairs) == 0 {
 			continue
 		}
-		v, merge := portListMerge(fmt.Sprintf("ports%d", n), key, strings.Join(arms, "")+"[]")
+		prefix := fmt.Sprintf("ports%d", n)
+		byWinner := "{" + strings.Join(pairs, ", ") + "}"
+		v, merge := portListMerge(prefix, key, fmt.Sprintf("variables.winner in %[1]s ? %[1]s[variables.winner] : []", byWinner))
 		vars = append(vars, v...)
 		mutations = append(mutations, merge)
+	}
+	if len(mutations) == 0 {
+		mutations = append(mutations, applyConfiguration("Object{}"))
+	}
+
+	conditions := []admissionregistrationv1.MatchCondition{{Name: "not-injected-by-istio", Expression: notInjected}}
+	// The namespaces with objects of their own, in chunks that keep each
+	// expression under the API server's limit.
+	for n, chunk := range chunks(excluded, 2000) {
+		quoted := make([]string, len(chunk))
+		for j, ns := range chunk {
+			quoted[j] = quote(ns)
+		}
+		conditions = append(conditions, admissionregistrationv1.MatchCondition{
+			Name:       fmt.Sprintf("decided-elsewhere-%d", n),
+			Expression: "!(request.namespace in [" + strings.Join(quoted, ", ") + "])",
+		})
 	}
 
 	failurePolicy := opts.FailurePolicy
 	if failurePolicy == "" {
 		failurePolicy = admissionregistrationv1.Fail
 	}
-	return admissionregistrationv1.MutatingAdmissionPolicySpec{
+	spec := admissionregistrationv1.MutatingAdmissionPolicySpec{
 		MatchConstraints: &admissionregistrationv1.MatchResources{
 			ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
 				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
@@ -256,15 +366,75 @@ func (c *compiler) shardSpec(shard string, scopes []policy.Scope, fallback *poli
 				},
 			}},
 		},
-		MatchConditions: []admissionregistrationv1.MatchCondition{
-			{Name: "shard", Expression: fmt.Sprintf("request.namespace.startsWith(%s)", quote(shard))},
-			{Name: "not-injected-by-istio", Expression: notInjected},
-		},
+		MatchConditions:    conditions,
 		Variables:          vars,
 		Mutations:          mutations,
 		FailurePolicy:      &failurePolicy,
 		ReinvocationPolicy: admissionregistrationv1.NeverReinvocationPolicy,
-	}, nil
+	}
+	return spec, checkLengths(&spec)
+}
+
+// checkLengths refuses what the API server would refuse: an expression over
+// its length limit (a namespace or the cluster with thousands of policies).
+func checkLengths(spec *admissionregistrationv1.MutatingAdmissionPolicySpec) error {
+	check := func(what, expr string) error {
+		if n := utf8.RuneCountInString(expr); n > maxExpressionLength {
+			return fmt.Errorf("the generated %s is %d characters long, over the API server's limit of %d: too many policies for native mode here; use webhook mode",
+				what, n, maxExpressionLength)
+		}
+		return nil
+	}
+	for _, v := range spec.Variables {
+		if err := check("variable "+v.Name, v.Expression); err != nil {
+			return err
+		}
+	}
+	for i, m := range spec.Mutations {
+		if err := check(fmt.Sprintf("mutation %d", i), m.ApplyConfiguration.Expression); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func chunks(list []string, n int) [][]string {
+	var out [][]string
+	for len(list) > 0 {
+		k := min(n, len(list))
+		out = append(out, list[:k])
+		list = list[k:]
+	}
+	return out
+}
+
+// byNamespace picks, by the pod's namespace, one of the branches' values,
+// else the fallback's (the last value), else -1.
+func byNamespace(branches []policy.Scope, hasFallback bool, values []string) string {
+	var b strings.Builder
+	for s, sc := range branches {
+		fmt.Fprintf(&b, "request.namespace == %s ? (%s) : ", quote(sc.Namespace), values[s])
+	}
+	if hasFallback {
+		fmt.Fprintf(&b, "(%s)", values[len(values)-1])
+	} else {
+		b.WriteString("-1")
+	}
+	return b.String()
+}
+
+// entryChain is an ApplyConfiguration mutation that, when the variable
+// names an entry of policy i, applies that entry's object.
+func (c *compiler) entryChain(i int, variable string, object func(*policy.PlannedEntry) string) admissionregistrationv1.Mutation {
+	p := &c.plan.Policies[i]
+	first := c.firstID[i]
+	var b strings.Builder
+	fmt.Fprintf(&b, "variables.%[1]s >= %[2]d && variables.%[1]s < %[3]d ? (", variable, first, first+len(p.Entries))
+	for k := range p.Entries {
+		fmt.Fprintf(&b, "variables.%s == %d ? %s : ", variable, first+k, object(&p.Entries[k]))
+	}
+	b.WriteString("Object{}) : Object{}")
+	return applyConfiguration(b.String())
 }
 
 // notInjected mirrors the webhook: a pod Istio has already injected (its
@@ -301,49 +471,6 @@ func (c *compiler) firstMatch(i int) (string, error) {
 		return "", fmt.Errorf("policy %s, namespaceSelector: %w", p.Ref, err)
 	}
 	return fmt.Sprintf("!(%s) ? -1 : %s", ns, b.String()), nil
-}
-
-// byNamespace picks the scope of the pod's namespace: a chain over this
-// shard's namespaces with MeshRolePolicies, then the default scope.
-func (c *compiler) byNamespace(scopes []policy.Scope, fallback *policy.Scope, body func(policy.Scope) string) string {
-	var b strings.Builder
-	for _, sc := range scopes {
-		fmt.Fprintf(&b, "request.namespace == %s ? (%s) : ", quote(sc.Namespace), body(sc))
-	}
-	if fallback != nil {
-		fmt.Fprintf(&b, "(%s)", body(*fallback))
-	} else {
-		b.WriteString("-1")
-	}
-	return b.String()
-}
-
-// reachable lists the ids of the entries of the policies in the scopes that
-// keep selects, in ascending order.
-func (c *compiler) reachable(scopes []policy.Scope, keep func(*policy.PlannedPolicy) bool) []int {
-	seen := map[int]bool{}
-	for _, sc := range scopes {
-		for _, i := range sc.Policies {
-			if !keep(&c.plan.Policies[i]) {
-				continue
-			}
-			for k := range c.plan.Policies[i].Entries {
-				seen[c.firstID[i]+k] = true
-			}
-		}
-	}
-	return slices.Sorted(maps.Keys(seen))
-}
-
-// applyChain is an ApplyConfiguration mutation choosing, by the value of a
-// variable, one of the given entries' objects.
-func applyChain(variable string, ids []int, object func(id int) string) admissionregistrationv1.Mutation {
-	var b strings.Builder
-	for _, id := range ids {
-		fmt.Fprintf(&b, "variables.%s == %d ? %s : ", variable, id, object(id))
-	}
-	b.WriteString("Object{}")
-	return applyConfiguration(b.String())
 }
 
 func applyConfiguration(expr string) admissionregistrationv1.Mutation {

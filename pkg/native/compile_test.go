@@ -3,6 +3,8 @@ package native
 import (
 	"bytes"
 	"flag"
+	"fmt"
+	"slices"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,13 +51,13 @@ func TestCompileGolden(t *testing.T) {
 	for _, in := range inputs {
 		t.Run(filepath.Base(in), func(t *testing.T) {
 			plan := loadPlan(t, in)
-			objs, err := Compile(&plan, Options{ExcludedNamespaces: []string{"kube-system", "meshrole-system"}})
+			objs, err := Compile(&plan, Options{ExcludedNamespaces: []string{"kube-system", "meshrole-system"}}, Coverage{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			var got bytes.Buffer
-			for i := range objs.Policies {
-				for _, o := range []any{&objs.Policies[i], &objs.Bindings[i]} {
+			for i := range objs {
+				for _, o := range []any{&objs[i].Policy, &objs[i].Binding} {
 					b, err := yaml.Marshal(o)
 					if err != nil {
 						t.Fatal(err)
@@ -81,51 +83,124 @@ func TestCompileGolden(t *testing.T) {
 	}
 }
 
-func TestCompileShards(t *testing.T) {
+func names(objs []Object) []string {
+	var out []string
+	for i := range objs {
+		out = append(out, objs[i].Policy.Name+"/"+objs[i].Policy.Annotations[PhaseAnnotation])
+		if objs[i].Binding.Spec.PolicyName != objs[i].Policy.Name || objs[i].Binding.Name != objs[i].Policy.Name {
+			out = append(out, "MISMATCHED BINDING "+objs[i].Binding.Name)
+		}
+	}
+	return out
+}
+
+func clusterObject(t *testing.T, objs []Object) *Object {
+	t.Helper()
+	for i := range objs {
+		if objs[i].Policy.Name == ClusterObjectName {
+			return &objs[i]
+		}
+	}
+	t.Fatalf("no %s among %v", ClusterObjectName, names(objs))
+	return nil
+}
+
+func TestCompileObjects(t *testing.T) {
 	plan := loadPlan(t, "testdata/policies.yaml")
-	objs, err := Compile(&plan, Options{})
+	objs, err := Compile(&plan, Options{ExcludedNamespaces: []string{"zk"}}, Coverage{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A cluster policy decides in every namespace, so every shard exists.
-	if len(objs.Policies) != 36 || len(objs.Bindings) != 36 {
-		t.Fatalf("got %d policies and %d bindings, want 36 of each", len(objs.Policies), len(objs.Bindings))
+	// One object per namespace with policies (not the excluded zk, not hold
+	// whose only policy native mode refuses), and the cluster object.
+	want := []string{"meshrole-ns-mixed/Owner", "meshrole-ns-preview/Owner", "meshrole-ns-shop/Owner", "meshrole-cluster/"}
+	if got := names(objs); !slices.Equal(got, want) {
+		t.Fatalf("objects %v, want %v", got, want)
 	}
-	for i := range objs.Policies {
-		p, b := &objs.Policies[i], &objs.Bindings[i]
-		if b.Spec.PolicyName != p.Name || p.Labels[ManagedByLabel] != ManagedByValue || b.Labels[ManagedByLabel] != ManagedByValue {
-			t.Errorf("%s: binding %s names %q, labels %v / %v", p.Name, b.Name, b.Spec.PolicyName, p.Labels, b.Labels)
+	for _, o := range objs {
+		if o.Policy.Labels[ManagedByLabel] != ManagedByValue || o.Binding.Labels[ManagedByLabel] != ManagedByValue {
+			t.Errorf("%s: labels %v / %v", o.Policy.Name, o.Policy.Labels, o.Binding.Labels)
 		}
+	}
+	cluster := clusterObject(t, objs)
+	if got := cluster.Policy.Spec.MatchConditions[1].Expression; got != `!(request.namespace in ["mixed", "preview", "shop"])` {
+		t.Errorf("the cluster object does not leave the namespaces with objects of their own alone: %s", got)
 	}
 	if got := plan.Refused[policy.Ref{Namespace: "hold", Name: "slow-start"}]; len(got) != 1 || !strings.Contains(got[0], "holdApplicationUntilProxyStarts needs webhook mode") {
 		t.Errorf("refused = %v, want hold/slow-start refused for holdApplicationUntilProxyStarts", plan.Refused)
 	}
-	for _, p := range objs.Policies {
-		for _, v := range p.Spec.Variables {
-			if strings.Contains(v.Expression, `"hold"`) {
-				t.Errorf("%s: refused policy compiled into variable %s", p.Name, v.Name)
-			}
+
+	// Handover: an arriving namespace is decided by the cluster object too;
+	// a retiring one keeps its object, with the cluster policies' decision.
+	objs, err = Compile(&plan, Options{}, Coverage{Arriving: map[string]bool{"shop": true}, Retiring: map[string]bool{"gone": true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"meshrole-ns-gone/Retiring", "meshrole-ns-mixed/Owner", "meshrole-ns-preview/Owner", "meshrole-ns-shop/Arriving", "meshrole-ns-zk/Owner", "meshrole-cluster/"}
+	if got := names(objs); !slices.Equal(got, want) {
+		t.Fatalf("objects %v, want %v", got, want)
+	}
+	cluster = clusterObject(t, objs)
+	if got := cluster.Policy.Spec.MatchConditions[1].Expression; got != `!(request.namespace in ["mixed", "preview", "zk"])` {
+		t.Errorf("exclusions during the handover: %s", got)
+	}
+	winner := ""
+	for _, v := range cluster.Policy.Spec.Variables {
+		if v.Name == "winner" {
+			winner = v.Expression
 		}
 	}
+	if !strings.HasPrefix(winner, `request.namespace == "shop" ? (`) {
+		t.Errorf("the cluster object does not decide the arriving namespace shop: winner = %s", winner)
+	}
+	gone := objs[0].Policy.Spec
+	if len(gone.Mutations) == 0 || !strings.Contains(gone.Mutations[0].ApplyConfiguration.Expression, "cluster/everyone-is-a-client") {
+		t.Errorf("the retiring namespace's object does not hold the cluster policies' decision: %+v", gone.Mutations)
+	}
 
-	// Without cluster policies only the shards of namespaces with policies exist.
+	// Without cluster policies there is no cluster object.
 	store := policy.NewStore()
 	if _, err := store.Add(mustDoc(t, `{apiVersion: meshrole.io/v1alpha1, kind: MeshRolePolicy, metadata: {name: a, namespace: zk},
 spec: {workloads: [{name: w, selector: {}, role: peer-stateful}]}}`), ""); err != nil {
 		t.Fatal(err)
 	}
 	plan = store.Plan()
-	objs, err = Compile(&plan, Options{})
+	objs, err = Compile(&plan, Options{}, Coverage{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(objs.Policies) != 1 || objs.Policies[0].Name != "meshrole-shard-z" {
-		t.Fatalf("got %d policies, want only meshrole-shard-z", len(objs.Policies))
+	if got := names(objs); !slices.Equal(got, []string{"meshrole-ns-zk/Owner"}) {
+		t.Fatalf("objects %v, want only meshrole-ns-zk", got)
 	}
 	// Nothing to decide, nothing generated.
 	empty := policy.NewStore().Plan()
-	if objs, _ := Compile(&empty, Options{}); len(objs.Policies)+len(objs.Bindings) != 0 {
-		t.Fatalf("an empty plan compiled to %d objects", len(objs.Policies)+len(objs.Bindings))
+	if objs, _ := Compile(&empty, Options{}, Coverage{}); len(objs) != 0 {
+		t.Fatalf("an empty plan compiled to %v", names(objs))
+	}
+}
+
+func TestCompileRefusesWhatTheAPIServerWould(t *testing.T) {
+	store := policy.NewStore()
+	for j := range 400 {
+		if _, err := store.Add(mustDoc(t, fmt.Sprintf(`{apiVersion: meshrole.io/v1alpha1, kind: MeshRolePolicy, metadata: {name: p%d, namespace: big},
+spec: {workloads: [{name: w, selector: {matchLabels: {app: a%d}}, role: client-stateless, client: {excludeOutboundPorts: [8761]}}]}}`, j, j)), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plan := store.Plan()
+	if _, err := Compile(&plan, Options{}, Coverage{}); err != nil {
+		t.Fatalf("400 policies in one namespace: %v", err)
+	}
+	for j := 400; j < 3000; j++ {
+		if _, err := store.Add(mustDoc(t, fmt.Sprintf(`{apiVersion: meshrole.io/v1alpha1, kind: MeshRolePolicy, metadata: {name: p%d, namespace: big},
+spec: {workloads: [{name: w, selector: {matchLabels: {app: a%d}}, role: client-stateless}]}}`, j, j)), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plan = store.Plan()
+	_, err := Compile(&plan, Options{}, Coverage{})
+	if err == nil || !strings.Contains(err.Error(), "namespace big") || !strings.Contains(err.Error(), "use webhook mode") {
+		t.Fatalf("3,000 policies in one namespace: err = %v, want a refusal naming the namespace", err)
 	}
 }
 

@@ -8,7 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"sync/atomic"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -34,6 +37,9 @@ import (
 // stored spec, which a field-by-field comparison would take for drift).
 const SpecHashAnnotation = "meshrole.io/spec-hash"
 
+// PhaseSinceAnnotation records when a namespace object entered its phase.
+const PhaseSinceAnnotation = "meshrole.io/phase-since"
+
 // Reconciler keeps the generated MutatingAdmissionPolicies and bindings equal
 // to what the current policies compile to. Every change to any policy
 // recompiles the whole plan: the result is a handful of objects, and only
@@ -46,6 +52,8 @@ type Reconciler struct {
 	// object, so that deleting it (the chart's ClusterRole) garbage-collects
 	// them. It must be cluster-scoped.
 	Owner *metav1.OwnerReference
+	// Settle is how long each handover step waits; 3s when zero.
+	Settle time.Duration
 
 	synced atomic.Bool
 }
@@ -132,29 +140,132 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		store.SetClusterMeshRolePolicy(&cluster.Items[i])
 	}
 	plan := store.Plan()
-	desired, err := Compile(&plan, r.Options)
+
+	var existing admissionregistrationv1.MutatingAdmissionPolicyList
+	if err := r.Client.List(ctx, &existing, client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
+		return reconcile.Result{}, err
+	}
+	now := time.Now()
+	cov, wait := r.coverage(&plan, existing.Items, now)
+	desired, err := Compile(&plan, r.Options, cov)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	if err := r.apply(ctx, desired); err != nil {
+	if err := r.apply(ctx, desired, existing.Items, now); err != nil {
 		return reconcile.Result{}, err
 	}
 	r.synced.Store(true)
-	return reconcile.Result{}, nil
+	return reconcile.Result{RequeueAfter: wait}, nil
 }
 
-// apply makes the cluster hold exactly the desired objects. A policy is
-// written before its binding and a binding deleted before its policy, so a
-// binding never points at a missing or stale-shaped policy for long.
-func (r *Reconciler) apply(ctx context.Context, desired Objects) error {
+// settle is how long a handover step waits for the API server to see the
+// previous one: it reloads admission policies from its informers every
+// second (k8s.io/apiserver policy_source.go).
+func (r *Reconciler) settle() time.Duration {
+	if r.Settle > 0 {
+		return r.Settle
+	}
+	return 3 * time.Second
+}
+
+// coverage works out, from the namespace objects in the cluster, which
+// namespaces are being handed over (see Coverage) and when to look again;
+// a retiring object that has waited long enough is left out, and so deleted.
+//
+// A namespace that gets its first MeshRolePolicy is Arriving: the cluster
+// object decides it with its full decision while its own object appears;
+// once the API server surely sees that object, the cluster object excludes
+// the namespace. A namespace that loses its last is Retiring: its own object
+// takes the cluster policies' decision, then the cluster object stops
+// excluding it, then its own object goes. At every step the objects that
+// decide a namespace agree on its decision.
+func (r *Reconciler) coverage(plan *policy.Plan, existing []admissionregistrationv1.MutatingAdmissionPolicy, now time.Time) (Coverage, time.Duration) {
+	cov := Coverage{Arriving: map[string]bool{}, Retiring: map[string]bool{}}
+	type state struct {
+		phase Phase
+		since time.Time
+	}
+	observed := map[string]state{}
+	for i := range existing {
+		if ns := existing[i].Labels[ScopeLabel]; ns != "" {
+			since, _ := time.Parse(time.RFC3339Nano, existing[i].Annotations[PhaseSinceAnnotation])
+			observed[ns] = state{Phase(existing[i].Annotations[PhaseAnnotation]), since}
+		}
+	}
+	var wait time.Duration
+	later := func(since time.Time) bool {
+		left := r.settle() - now.Sub(since)
+		if left > 0 && (wait == 0 || left < wait) {
+			wait = left
+		}
+		return left > 0
+	}
 	wanted := map[string]bool{}
-	for i := range desired.Policies {
-		p, b := &desired.Policies[i], &desired.Bindings[i]
-		wanted[p.Name] = true
-		if err := r.put(ctx, p, &admissionregistrationv1.MutatingAdmissionPolicy{}, p.Spec); err != nil {
+	for _, sc := range plan.Scopes {
+		if sc.Namespace == "" || slices.Contains(r.Options.ExcludedNamespaces, sc.Namespace) {
+			continue
+		}
+		wanted[sc.Namespace] = true
+		st, ok := observed[sc.Namespace]
+		switch {
+		case !ok || st.phase == PhaseRetiring:
+			cov.Arriving[sc.Namespace] = true
+			later(now)
+		case st.phase == PhaseArriving && later(st.since):
+			cov.Arriving[sc.Namespace] = true
+		}
+	}
+	for ns, st := range observed {
+		if wanted[ns] || (st.phase == PhaseRetiring && !later(st.since)) {
+			continue
+		}
+		if st.phase != PhaseRetiring {
+			later(now)
+		}
+		cov.Retiring[ns] = true
+	}
+	return cov, wait
+}
+
+// apply writes the desired objects and deletes what is no longer wanted, in
+// the order the handover needs: retiring namespace objects take the cluster
+// decision before the cluster object stops excluding them; the cluster
+// object takes an arriving namespace's decision before that namespace's own
+// object appears. A policy is written before its binding and a binding
+// deleted before its policy.
+func (r *Reconciler) apply(ctx context.Context, desired []Object, existing []admissionregistrationv1.MutatingAdmissionPolicy, now time.Time) error {
+	since := map[string]string{}
+	for i := range existing {
+		since[existing[i].Name] = existing[i].Annotations[PhaseAnnotation] + "@" + existing[i].Annotations[PhaseSinceAnnotation]
+	}
+	rank := func(o *Object) int {
+		switch {
+		case Phase(o.Policy.Annotations[PhaseAnnotation]) == PhaseRetiring:
+			return 0
+		case o.Policy.Name == ClusterObjectName:
+			return 1
+		default:
+			return 2
+		}
+	}
+	slices.SortStableFunc(desired, func(a, b Object) int { return rank(&a) - rank(&b) })
+
+	wanted := map[string]bool{}
+	for i := range desired {
+		o := &desired[i]
+		wanted[o.Policy.Name] = true
+		if phase := o.Policy.Annotations[PhaseAnnotation]; phase != "" {
+			// The phase's start time is kept while the phase lasts.
+			prev, at, _ := strings.Cut(since[o.Policy.Name], "@")
+			if prev != phase || at == "" {
+				at = now.UTC().Format(time.RFC3339Nano)
+			}
+			o.Policy.Annotations[PhaseSinceAnnotation] = at
+		}
+		if err := r.put(ctx, &o.Policy, &admissionregistrationv1.MutatingAdmissionPolicy{}, o.Policy.Spec); err != nil {
 			return err
 		}
-		if err := r.put(ctx, b, &admissionregistrationv1.MutatingAdmissionPolicyBinding{}, b.Spec); err != nil {
+		if err := r.put(ctx, &o.Binding, &admissionregistrationv1.MutatingAdmissionPolicyBinding{}, o.Binding.Spec); err != nil {
 			return err
 		}
 	}
@@ -170,13 +281,9 @@ func (r *Reconciler) apply(ctx context.Context, desired Objects) error {
 			}
 		}
 	}
-	var policies admissionregistrationv1.MutatingAdmissionPolicyList
-	if err := r.Client.List(ctx, &policies, selector); err != nil {
-		return err
-	}
-	for i := range policies.Items {
-		if !wanted[policies.Items[i].Name] {
-			if err := client.IgnoreNotFound(r.Client.Delete(ctx, &policies.Items[i])); err != nil {
+	for i := range existing {
+		if !wanted[existing[i].Name] {
+			if err := client.IgnoreNotFound(r.Client.Delete(ctx, &existing[i])); err != nil {
 				return err
 			}
 		}
@@ -185,7 +292,7 @@ func (r *Reconciler) apply(ctx context.Context, desired Objects) error {
 }
 
 // put creates obj, or updates the existing object when the spec meshrole
-// generated for it (recorded as a hash) or its owner changed.
+// generated for it (recorded as a hash), its phase or its owner changed.
 func (r *Reconciler) put(ctx context.Context, obj, existing client.Object, spec any) error {
 	hash, err := specHash(spec)
 	if err != nil {
@@ -211,7 +318,10 @@ func (r *Reconciler) put(ctx context.Context, obj, existing client.Object, spec 
 	case err != nil:
 		return err
 	}
-	if existing.GetAnnotations()[SpecHashAnnotation] == hash &&
+	have := existing.GetAnnotations()
+	if have[SpecHashAnnotation] == hash &&
+		have[PhaseAnnotation] == annotations[PhaseAnnotation] &&
+		have[PhaseSinceAnnotation] == annotations[PhaseSinceAnnotation] &&
 		existing.GetLabels()[ManagedByLabel] == ManagedByValue &&
 		sameOwners(existing.GetOwnerReferences(), obj.GetOwnerReferences()) {
 		return nil

@@ -11,6 +11,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -89,6 +90,130 @@ func TestNativeMatchesWebhook(t *testing.T) {
 	t.Run("policy native mode cannot honour is refused", func(t *testing.T) {
 		refusedInNativeMode(t, ctx, nativeMode)
 	})
+
+	t.Run("a namespace's first and last MeshRolePolicy hand its decision over without a mixed verdict", func(t *testing.T) {
+		handover(t, ctx, nativeMode)
+	})
+}
+
+// handover: a cluster policy decides namespace handover; a MeshRolePolicy
+// arrives there and leaves again. Throughout, pods are dry-run created
+// without pause, and each must carry exactly one of the two decisions,
+// never a mix; the namespace's own object goes Arriving, Owner, Retiring,
+// gone.
+func handover(t *testing.T, ctx context.Context, hh *harness.Harness) {
+	const ns = "handover"
+	if err := hh.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{
+		policy.EnabledNamespaceLabel: "true", "handover": "yes"}}}); err != nil {
+		t.Fatal(err)
+	}
+	cmrp := &v1alpha1.ClusterMeshRolePolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "handover-clients"},
+		Spec: v1alpha1.ClusterMeshRolePolicySpec{NamespaceSelector: sel("handover", "yes"), PolicySpec: v1alpha1.PolicySpec{
+			Workloads: []v1alpha1.Workload{{Name: "all", Role: v1alpha1.RoleClientStateless,
+				Client: &v1alpha1.ClientSettings{ExcludeOutboundPorts: []v1alpha1.Port{8761}}}},
+		}},
+	}
+	if err := hh.Client.Create(ctx, cmrp); err != nil {
+		t.Fatal(err)
+	}
+	podLabels := map[string]string{"app": "eureka-server"}
+	clusterVerdict := func(p *corev1.Pod) bool { return p.Annotations[policy.PolicyAnnotation] == "cluster/handover-clients" }
+	if _, err := hh.WaitForVerdict(ctx, ns, podLabels, 60*time.Second, clusterVerdict); err != nil {
+		t.Fatal(err)
+	}
+
+	// The two decisions a pod may carry, by the keys meshrole and Istio read.
+	wantCluster := map[string]string{policy.PolicyAnnotation: "cluster/handover-clients", policy.IstioInjectKey: "true",
+		policy.IstioExcludeOutboundPorts: "8761", policy.RoleAnnotation: "client-stateless", policy.WorkloadAnnotation: "all"}
+	// Both policies have priority 0: the MeshRolePolicy wins, with a conflict.
+	wantOwn := map[string]string{policy.PolicyAnnotation: ns + "/peers", policy.IstioInjectKey: "false",
+		policy.RoleAnnotation: "peer-stateful", policy.WorkloadAnnotation: "servers",
+		policy.ConflictAnnotation: "cluster/handover-clients/all=client-stateless"}
+	verdicts := map[string]int{}
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			pod, err := hh.DryRunPod(ctx, newPod(ns, "", podLabels, nil))
+			mu.Lock()
+			switch {
+			case err != nil:
+				verdicts["error: "+err.Error()]++
+			case diff(meshKeys(pod.Annotations), wantCluster) == "":
+				verdicts["cluster"]++
+			case diff(meshKeys(pod.Annotations), wantOwn) == "":
+				verdicts["own"]++
+			default:
+				verdicts[fmt.Sprintf("MIXED %v", meshKeys(pod.Annotations))]++
+			}
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-done
+		t.Logf("dry-run pods during the handovers: %v", verdicts)
+		for k := range verdicts {
+			if k != "cluster" && k != "own" {
+				t.Errorf("a pod got %q", k)
+			}
+		}
+		if verdicts["cluster"] == 0 || verdicts["own"] == 0 {
+			t.Errorf("the pods never saw both decisions: %v", verdicts)
+		}
+	}()
+
+	phases := func(want ...native.Phase) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		next := 0
+		var seen []string
+		for next < len(want) && time.Now().Before(deadline) {
+			var obj admissionregistrationv1.MutatingAdmissionPolicy
+			err := hh.Client.Get(ctx, client.ObjectKey{Name: native.NamespaceObjectPrefix + ns}, &obj)
+			phase := native.Phase("gone")
+			if err == nil {
+				phase = native.Phase(obj.Annotations[native.PhaseAnnotation])
+			} else if !apierrors.IsNotFound(err) {
+				t.Fatal(err)
+			}
+			if len(seen) == 0 || seen[len(seen)-1] != string(phase) {
+				seen = append(seen, string(phase))
+			}
+			if phase == want[next] {
+				next++
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if next < len(want) {
+			t.Fatalf("namespace object phases %v, want to pass through %v", seen, want)
+		}
+		t.Logf("namespace object phases: %v", seen)
+	}
+
+	mrp := &v1alpha1.MeshRolePolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "peers", Namespace: ns},
+		Spec: v1alpha1.PolicySpec{Workloads: []v1alpha1.Workload{{
+			Name: "servers", Selector: sel("app", "eureka-server"), Role: v1alpha1.RolePeerStateful}}},
+	}
+	if err := hh.Client.Create(ctx, mrp); err != nil {
+		t.Fatal(err)
+	}
+	phases(native.PhaseArriving, native.PhaseOwner)
+	time.Sleep(2 * time.Second)
+	if err := hh.Client.Delete(ctx, mrp); err != nil {
+		t.Fatal(err)
+	}
+	phases(native.PhaseRetiring, "gone")
+	time.Sleep(2 * time.Second)
 }
 
 // startPair starts a webhook-mode and a native-mode control plane side by side.
