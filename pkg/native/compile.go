@@ -17,6 +17,7 @@
 package native
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -68,6 +69,10 @@ const (
 // maxExpressionLength is the API server's limit on a CEL expression, in code
 // points (k8s.io/apiserver/pkg/cel/environment).
 const maxExpressionLength = 100_000
+
+// maxSpecBytes keeps a generated policy well inside etcd's 1.5 MiB limit on
+// a stored object.
+const maxSpecBytes = 1 << 20
 
 // Options shape the generated objects.
 type Options struct {
@@ -376,7 +381,8 @@ func (c *compiler) spec(branches []policy.Scope, fallback *policy.Scope, exclude
 }
 
 // checkLengths refuses what the API server would refuse: an expression over
-// its length limit (a namespace or the cluster with thousands of policies).
+// its length limit, or an object too big to store (a namespace or the
+// cluster with a thousand policies or more).
 func checkLengths(spec *admissionregistrationv1.MutatingAdmissionPolicySpec) error {
 	check := func(what, expr string) error {
 		if n := utf8.RuneCountInString(expr); n > maxExpressionLength {
@@ -394,6 +400,10 @@ func checkLengths(spec *admissionregistrationv1.MutatingAdmissionPolicySpec) err
 		if err := check(fmt.Sprintf("mutation %d", i), m.ApplyConfiguration.Expression); err != nil {
 			return err
 		}
+	}
+	if b, err := json.Marshal(spec); err != nil || len(b) > maxSpecBytes {
+		return fmt.Errorf("the generated policy is %d bytes, over meshrole's limit of %d (etcd stores at most 1.5 MiB): too many policies for native mode here; use webhook mode: %w",
+			len(b), maxSpecBytes, err)
 	}
 	return nil
 }
