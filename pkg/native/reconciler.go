@@ -93,9 +93,16 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
+	// Only the leader writes; a standby replica has nothing to wait for, and
+	// must be ready for rollouts (maxUnavailable 0) to go on.
+	elected := mgr.Elected()
 	return mgr.AddReadyzCheck("native-policies", func(*http.Request) error {
-		if !r.synced.Load() {
-			return errors.New("the MutatingAdmissionPolicies have not been written yet")
+		select {
+		case <-elected:
+			if !r.synced.Load() {
+				return errors.New("the MutatingAdmissionPolicies have not been written yet")
+			}
+		default:
 		}
 		return nil
 	})

@@ -33,12 +33,15 @@ import (
 // localWebhook is bin/webhook running on 127.0.0.1 as the chart's
 // Deployment would run it: with the release's ServiceAccount's credentials
 // (a token from the TokenRequest API) and the chart's webhook configuration
-// name. No kubelet runs the Deployment's pods here.
+// name, or (native) with the Deployment's own arguments. No kubelet runs the
+// Deployment's pods here.
 type localWebhook struct {
 	proc      *harness.Process
 	port      int
 	probePort int
 	caPEM     []byte
+	// native: --mode=native, which opens no webhook port.
+	native bool
 }
 
 func (w *localWebhook) url() string {
@@ -49,24 +52,12 @@ func (w *localWebhook) url() string {
 // token for the release's ServiceAccount and starts the webhook with it.
 func startLocalWebhook(t *testing.T, e *env, name string, caPEM, certPEM, keyPEM []byte) *localWebhook {
 	t.Helper()
-	ctx := t.Context()
 	certDir := filepath.Join(workDir, name, "certs")
 	b := &certs.Bundle{CAPEM: caPEM, CertPEM: certPEM, KeyPEM: keyPEM}
 	if err := b.Write(certDir); err != nil {
 		t.Fatal(err)
 	}
-
-	// The pods' credentials: a bound token for the chart's ServiceAccount.
-	tr, err := e.Clientset.CoreV1().ServiceAccounts(releaseNamespace).CreateToken(ctx, serviceAccount, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("token for ServiceAccount %s/%s: %v", releaseNamespace, serviceAccount, err)
-	}
-	kubeconfig, err := writeKubeconfig(name+"-sa", e.Config, clientcmdapi.AuthInfo{Token: tr.Status.Token})
-	if err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := serviceAccountKubeconfig(t, e, name)
 
 	ports, err := harness.FreePorts(3)
 	if err != nil {
@@ -92,26 +83,51 @@ func startLocalWebhook(t *testing.T, e *env, name string, caPEM, certPEM, keyPEM
 			"--leader-elect=false",
 		},
 	}
+	w.run(t)
+	return w
+}
+
+// serviceAccountKubeconfig writes a kubeconfig with the pods' credentials: a
+// bound token for the chart's ServiceAccount.
+func serviceAccountKubeconfig(t *testing.T, e *env, name string) string {
+	t.Helper()
+	tr, err := e.Clientset.CoreV1().ServiceAccounts(releaseNamespace).CreateToken(t.Context(), serviceAccount, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("token for ServiceAccount %s/%s: %v", releaseNamespace, serviceAccount, err)
+	}
+	kubeconfig, err := writeKubeconfig(name+"-sa", e.Config, clientcmdapi.AuthInfo{Token: tr.Status.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kubeconfig
+}
+
+// run starts the process, waits until it is ready, and stops it when the
+// test ends.
+func (w *localWebhook) run(t *testing.T) {
+	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(w.proc.LogPath), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.start(ctx); err != nil {
+	if err := w.start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if err := w.proc.Stop(); err != nil {
-			t.Errorf("stopping the webhook: %v", err)
+			t.Errorf("stopping the server: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("--- webhook log (%s):\n%s", w.proc.LogPath, w.proc.LogTail(30))
+			t.Logf("--- server log (%s):\n%s", w.proc.LogPath, w.proc.LogTail(30))
 		}
 	})
-	return w
 }
 
 // start starts the process and waits until /readyz answers 200 (caches
-// synced with the service account's permissions, certificate loaded) and
-// the webhook port completes a TLS handshake verified against the CA.
+// synced with the service account's permissions, certificate loaded; in
+// native mode: the generated objects written) and, in webhook mode, the
+// webhook port completes a TLS handshake verified against the CA.
 func (w *localWebhook) start(ctx context.Context) error {
 	if err := w.proc.Start(); err != nil {
 		return err
@@ -135,6 +151,9 @@ func (w *localWebhook) start(ctx context.Context) error {
 		if resp.StatusCode != http.StatusOK {
 			return false, readyz + ": " + resp.Status, nil
 		}
+		if w.native {
+			return true, "", nil
+		}
 		d := tls.Dialer{Config: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}}
 		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(w.port)))
 		if err != nil {
@@ -145,7 +164,7 @@ func (w *localWebhook) start(ctx context.Context) error {
 	})
 	if err != nil {
 		_ = w.proc.Stop()
-		return fmt.Errorf("webhook not ready: %w\n--- log:\n%s", err, w.proc.LogTail(30))
+		return fmt.Errorf("%s not ready: %w\n--- log:\n%s", w.proc.Name, err, w.proc.LogTail(30))
 	}
 	return nil
 }
@@ -173,6 +192,76 @@ func pointInstalledWebhookAt(t *testing.T, e *env, url string, caBundle []byte) 
 func e2eThroughInstalledChart(t *testing.T, e *env, w *localWebhook, appNS string) {
 	ctx := t.Context()
 	c := e.Client
+	checkEurekaVerdicts(t, e, appNS, modeWebhook)
+
+	t.Run("the release namespace and kube-system are never sent to the webhook, even labelled", func(t *testing.T) {
+		create := func(t *testing.T, ns string, lbls map[string]string) *corev1.Pod {
+			t.Helper()
+			return createPod(t, t, e, ns, lbls)
+		}
+		for _, name := range []string{releaseNamespace, "kube-system"} {
+			setNamespaceLabel(t, e, name, policy.EnabledNamespaceLabel, ptr.To("true"))
+			t.Cleanup(func() { setNamespaceLabel(t, e, name, policy.EnabledNamespaceLabel, nil) })
+		}
+		// A control namespace, enabled after those labels were set: once the
+		// API server's namespace informer shows it enabled, it has seen the
+		// earlier labels too (watch events arrive in resourceVersion order).
+		control := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+			Name: appNS + "-control", Labels: map[string]string{policy.EnabledNamespaceLabel: "true"},
+		}}
+		if err := c.Create(ctx, control); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Delete(context.Background(), control) })
+
+		if err := w.proc.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			// Bring the webhook back for whatever runs next.
+			if err := w.start(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+		// With failurePolicy Fail and the webhook down, an enabled namespace
+		// refuses pods: proof that the API server calls the webhook for it.
+		var refusal error
+		err := eventually(ctx, 10*time.Second, func() (bool, string, error) {
+			p := harness.ProbePod(control.Name, map[string]string{"app": "eureka-server"})
+			if err := c.Create(ctx, p, client.DryRunAll); err != nil {
+				refusal = err
+				return true, "", nil
+			}
+			return false, "pod admitted", nil
+		})
+		if err != nil {
+			t.Fatalf("enabled namespace %s still admits pods with the webhook down: %v", control.Name, err)
+		}
+		if !strings.Contains(refusal.Error(), "pods.meshrole.io") {
+			t.Errorf("the refusal does not name the webhook: %v", refusal)
+		}
+		t.Logf("enabled namespace %s, webhook down: refused (%v)", control.Name, refusal)
+
+		for _, name := range []string{releaseNamespace, "kube-system"} {
+			p := create(t, name, map[string]string{"app": "eureka-server"})
+			t.Logf("namespace %s (labelled %s=true), webhook down: pod %s created", name, policy.EnabledNamespaceLabel, p.Name)
+		}
+	})
+}
+
+// checkEurekaVerdicts applies examples/eureka/policy.yaml in a new namespace
+// labelled meshrole.io/enabled=true, waits until pods get its verdict through
+// the API server (from the webhook, or from the generated policies in native
+// mode), then creates pods for real and checks what they got, and the
+// policy's status as the server (with the ServiceAccount's permissions)
+// writes it.
+func checkEurekaVerdicts(t *testing.T, e *env, appNS, mode string) {
+	ctx := t.Context()
+	c := e.Client
+	path := "the webhook behind " + webhookConfigurationName
+	if mode == modeNative {
+		path = "meshrole's MutatingAdmissionPolicies"
+	}
 
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNS, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}}
 	if err := c.Create(ctx, ns); err != nil {
@@ -194,8 +283,10 @@ func e2eThroughInstalledChart(t *testing.T, e *env, w *localWebhook, appNS strin
 	}
 	ref := appNS + "/" + pol.GetName()
 
-	// The webhook sees the policy through its informer: wait until a dry-run
-	// pod gets its verdict through the API server.
+	// The server sees the policy through its informer (and, in native mode,
+	// the API server sees the generated policy through its own): wait until
+	// a dry-run pod gets its verdict through the API server.
+	start := time.Now()
 	if err := eventually(ctx, 30*time.Second, func() (bool, string, error) {
 		p := harness.ProbePod(appNS, map[string]string{"app": "eureka-server"})
 		if err := c.Create(ctx, p, client.DryRunAll); err != nil {
@@ -203,20 +294,16 @@ func e2eThroughInstalledChart(t *testing.T, e *env, w *localWebhook, appNS strin
 		}
 		return p.Annotations[policy.PolicyAnnotation] == ref, fmt.Sprintf("annotations %v", p.Annotations), nil
 	}); err != nil {
-		t.Fatalf("the webhook behind %s did not apply policy %s: %v", webhookConfigurationName, ref, err)
+		t.Fatalf("%s did not apply policy %s: %v", path, ref, err)
 	}
+	t.Logf("policy %s applied by %s %v after it was created", ref, path, time.Since(start).Round(time.Millisecond))
 
 	// Pods stay until the end of the whole run (the status check counts
 	// them); nothing runs them, so they are deleted at once.
 	outer := t
 	create := func(t *testing.T, ns string, lbls map[string]string) *corev1.Pod {
 		t.Helper()
-		p := harness.ProbePod(ns, lbls)
-		if err := c.Create(ctx, p); err != nil {
-			t.Fatalf("creating a pod labelled %v in %s: %v", lbls, ns, err)
-		}
-		outer.Cleanup(func() { _ = c.Delete(context.Background(), p) })
-		return p
+		return createPod(t, outer, e, ns, lbls)
 	}
 
 	t.Run("a peer-stateful pod (app=eureka-server) is created without the sidecar", func(t *testing.T) {
@@ -283,58 +370,24 @@ func e2eThroughInstalledChart(t *testing.T, e *env, w *localWebhook, appNS strin
 		if err != nil {
 			t.Fatalf("policy %s: %v", ref, err)
 		}
-		t.Logf("policy %s status: observedGeneration %d, workloads %+v", ref, mrp.Status.ObservedGeneration, mrp.Status.Workloads)
+		ready := findCondition(mrp.Status.Conditions, "Ready")
+		if mode == modeNative && !strings.Contains(ready.Message, "MutatingAdmissionPolicies") {
+			t.Errorf("policy %s: Ready message %q does not say it is compiled into MutatingAdmissionPolicies", ref, ready.Message)
+		}
+		t.Logf("policy %s status: observedGeneration %d, workloads %+v, Ready: %s", ref, mrp.Status.ObservedGeneration, mrp.Status.Workloads, ready.Message)
 	})
+}
 
-	t.Run("the release namespace and kube-system are never sent to the webhook, even labelled", func(t *testing.T) {
-		for _, name := range []string{releaseNamespace, "kube-system"} {
-			setNamespaceLabel(t, e, name, policy.EnabledNamespaceLabel, ptr.To("true"))
-			t.Cleanup(func() { setNamespaceLabel(t, e, name, policy.EnabledNamespaceLabel, nil) })
-		}
-		// A control namespace, enabled after those labels were set: once the
-		// API server's namespace informer shows it enabled, it has seen the
-		// earlier labels too (watch events arrive in resourceVersion order).
-		control := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-			Name: appNS + "-control", Labels: map[string]string{policy.EnabledNamespaceLabel: "true"},
-		}}
-		if err := c.Create(ctx, control); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Delete(context.Background(), control) })
-
-		if err := w.proc.Stop(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			// Bring the webhook back for whatever runs next.
-			if err := w.start(ctx); err != nil {
-				t.Error(err)
-			}
-		}()
-		// With failurePolicy Fail and the webhook down, an enabled namespace
-		// refuses pods: proof that the API server calls the webhook for it.
-		var refusal error
-		err := eventually(ctx, 10*time.Second, func() (bool, string, error) {
-			p := harness.ProbePod(control.Name, map[string]string{"app": "eureka-server"})
-			if err := c.Create(ctx, p, client.DryRunAll); err != nil {
-				refusal = err
-				return true, "", nil
-			}
-			return false, "pod admitted", nil
-		})
-		if err != nil {
-			t.Fatalf("enabled namespace %s still admits pods with the webhook down: %v", control.Name, err)
-		}
-		if !strings.Contains(refusal.Error(), "pods.meshrole.io") {
-			t.Errorf("the refusal does not name the webhook: %v", refusal)
-		}
-		t.Logf("enabled namespace %s, webhook down: refused (%v)", control.Name, refusal)
-
-		for _, name := range []string{releaseNamespace, "kube-system"} {
-			p := create(t, name, map[string]string{"app": "eureka-server"})
-			t.Logf("namespace %s (labelled %s=true), webhook down: pod %s created", name, policy.EnabledNamespaceLabel, p.Name)
-		}
-	})
+// createPod creates a pod labelled lbls in ns for real and deletes it when
+// owner ends.
+func createPod(t, owner *testing.T, e *env, ns string, lbls map[string]string) *corev1.Pod {
+	t.Helper()
+	p := harness.ProbePod(ns, lbls)
+	if err := e.Client.Create(t.Context(), p); err != nil {
+		t.Fatalf("creating a pod labelled %v in %s: %v", lbls, ns, err)
+	}
+	owner.Cleanup(func() { _ = e.Client.Delete(context.Background(), p) })
+	return p
 }
 
 func findCondition(conds []metav1.Condition, typ string) *metav1.Condition {

@@ -124,7 +124,7 @@ func TestInstallWithCertManager(t *testing.T) {
 	})
 
 	t.Run("the service account can do what the server needs and nothing more", func(t *testing.T) {
-		checkRBAC(t, e)
+		checkRBAC(t, e, modeWebhook)
 	})
 
 	t.Run("namespace editors may write MeshRolePolicies there, and no ClusterMeshRolePolicy", func(t *testing.T) {
@@ -265,7 +265,7 @@ func TestInstallWithGeneratedCertificates(t *testing.T) {
 	})
 
 	t.Run("the service account can do what the server needs and nothing more", func(t *testing.T) {
-		checkRBAC(t, e)
+		checkRBAC(t, e, modeWebhook)
 	})
 
 	t.Run("end to end: the installed configuration sends pods to meshrole, with a caBundle the test controls", func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/lint/support"
+	"helm.sh/helm/v3/pkg/release"
 
 	"github.com/meshrole/meshrole/test/harness"
 )
@@ -16,7 +17,8 @@ import (
 // TestHelmLint is `helm lint --strict charts/meshrole` (the SDK's Lint
 // action, which runs pkg/lint's rules: Chart.yaml, values against
 // values.schema.json, every template rendered and parsed as YAML, and the
-// rendered objects' metadata) in both certificate modes, for Kubernetes 1.37.
+// rendered objects' metadata) in both certificate modes and in native mode,
+// for Kubernetes 1.37.
 func TestHelmLint(t *testing.T) {
 	root, err := harness.RepoRoot()
 	if err != nil {
@@ -34,6 +36,10 @@ func TestHelmLint(t *testing.T) {
 		{"strict lint is clean with cert-manager (certManager.enabled=true, the default)", nil},
 		{"strict lint is clean with Helm-generated certificates (certManager.enabled=false)", map[string]any{
 			"certManager": map[string]any{"enabled": false},
+		}},
+		{"strict lint is clean in native mode (mode=native)", map[string]any{"mode": modeNative}},
+		{"strict lint is clean in native mode with failurePolicy Ignore and one replica", map[string]any{
+			"mode": modeNative, "replicaCount": 1, "webhook": map[string]any{"failurePolicy": "Ignore"},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -59,27 +65,33 @@ func TestHelmLint(t *testing.T) {
 	}
 
 	// The same lint run does catch a value the schema forbids.
-	t.Run("strict lint fails for a failurePolicy outside values.schema.json", func(t *testing.T) {
-		lint := action.NewLint()
-		lint.Strict = true
-		lint.Namespace = releaseNamespace
-		lint.KubeVersion = kubeVersion
-		vals := map[string]any{"webhook": map[string]any{"failurePolicy": "Sometimes"}}
-		res := lint.Run([]string{chartDir}, vals)
-		if len(res.Errors) == 0 {
-			t.Fatalf("lint passed with values %v", vals)
-		}
-		for _, err := range res.Errors {
-			t.Logf("lint error (expected): %v", err)
-		}
-	})
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+	}{
+		{"strict lint fails for a failurePolicy outside values.schema.json", map[string]any{"webhook": map[string]any{"failurePolicy": "Sometimes"}}},
+		{"strict lint fails for a mode outside values.schema.json", map[string]any{"mode": "sidecar"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lint := action.NewLint()
+			lint.Strict = true
+			lint.Namespace = releaseNamespace
+			lint.KubeVersion = kubeVersion
+			res := lint.Run([]string{chartDir}, tc.vals)
+			if len(res.Errors) == 0 {
+				t.Fatalf("lint passed with values %v", tc.vals)
+			}
+			for _, err := range res.Errors {
+				t.Logf("lint error (expected): %v", err)
+			}
+		})
+	}
 }
 
-// TestHelmTemplateGuards renders the chart client-side (`helm template`)
-// with values its templates refuse through fail/required. `helm lint`
-// cannot check these: in lint mode Helm's engine turns fail() and
-// required() into INFO log lines and renders on.
-func TestHelmTemplateGuards(t *testing.T) {
+// renderChart renders the chart client-side, as `helm template meshrole
+// charts/meshrole -n meshrole-system` with vals, for Kubernetes 1.37.
+func renderChart(t *testing.T, vals map[string]any) (*release.Release, error) {
+	t.Helper()
 	root, err := harness.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -88,18 +100,22 @@ func TestHelmTemplateGuards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	render := func(vals map[string]any) error {
-		inst := action.NewInstall(&action.Configuration{})
-		inst.DryRun = true
-		inst.ClientOnly = true
-		inst.ReleaseName = releaseName
-		inst.Namespace = releaseNamespace
-		inst.KubeVersion = &chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"}
-		_, err := inst.Run(chrt, vals)
-		return err
-	}
+	inst := action.NewInstall(&action.Configuration{})
+	inst.DryRun = true
+	inst.ClientOnly = true
+	inst.ReleaseName = releaseName
+	inst.Namespace = releaseNamespace
+	inst.KubeVersion = &chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"}
+	return inst.Run(chrt, vals)
+}
+
+// TestHelmTemplateGuards renders the chart client-side (`helm template`)
+// with values its templates refuse through fail/required. `helm lint`
+// cannot check these: in lint mode Helm's engine turns fail() and
+// required() into INFO log lines and renders on.
+func TestHelmTemplateGuards(t *testing.T) {
 	t.Run("the defaults render", func(t *testing.T) {
-		if err := render(nil); err != nil {
+		if _, err := renderChart(t, nil); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -115,7 +131,7 @@ func TestHelmTemplateGuards(t *testing.T) {
 			map[string]any{"serviceAccount": map[string]any{"create": false}}, "serviceAccount.name is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := render(tc.vals)
+			_, err := renderChart(t, tc.vals)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("helm template with %v: error %v, want one containing %q", tc.vals, err, tc.want)
 			}

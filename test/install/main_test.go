@@ -5,8 +5,10 @@
 // CA of the serving certificate in both certificate modes (cert-manager's real
 // controllers and CA injector in-process, or Helm's generated CA), the
 // service account can do exactly what the server needs, the installed webhook
-// configuration routes pods to a real meshrole server, and `helm uninstall`
-// removes what the chart created. See README.md.
+// configuration routes pods to a real meshrole server, native mode's
+// MutatingAdmissionPolicies (kept by the server with the chart's RBAC) mutate
+// pods with no webhook at all, and `helm uninstall` removes what the chart
+// and the server created. See README.md.
 package install_test
 
 import (

@@ -134,3 +134,13 @@ Object names are DNS subdomains: [a-z0-9.-], starting with [a-z0-9]. "<" "istio-
 {{- fail (printf "webhook.name %q does not sort before \"istio-\": the API server calls mutating webhooks in name order and meshrole must run before Istio's sidecar injector (istio-sidecar-injector*, istio-revision-tag-*). Use a name such as \"00-meshrole\"." $name) -}}
 {{- end -}}
 {{- end }}
+
+{{/*
+mode=native: the ClusterRole that grants the server write access to MutatingAdmissionPolicies
+and bindings and owns every object the server generates (--native-owner-cluster-role). It
+exists only in native mode, so deleting it -- `helm uninstall`, or `helm upgrade` back to
+mode=webhook -- lets the garbage collector remove the generated objects.
+*/}}
+{{- define "meshrole.nativeClusterRoleName" -}}
+{{- printf "%s-native" (include "meshrole.fullname" .) }}
+{{- end }}
