@@ -77,7 +77,7 @@ e2e: testenv build
 istio: testenv build
 	cd test/istio && go vet ./... && MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go test -count=1 -v -timeout 20m ./...
 
-## install: the Helm chart installed on a real API server, both certificate modes, with cert-manager's real controllers and CA injector (test/install).
+## install: the Helm chart installed on a real API server, both certificate modes and native mode, with cert-manager's real controllers and CA injector (test/install).
 .PHONY: install
 install: testenv build
 	cd test/install && go vet ./... && MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go test -count=1 -v -timeout 20m ./...
