@@ -39,6 +39,7 @@ func TestMeshrole(t *testing.T) {
 	t.Run("serving certificate rotated on disk: served without a restart, the API server keeps calling", testCertificateRotation)
 	t.Run("serving certificate rotated under load: no admission fails, both certificates served", testRotationUnderLoad)
 	t.Run("1,000 policy changes under load: every answer is one policy generation's whole verdict", testPolicyChurnUnderLoad)
+	t.Run("a replica terminated under load: SIGTERM and its endpoint removed, admissions sent to it complete, none fails", testReplicaTerminatedUnderLoad)
 	t.Run("webhook down with failurePolicy Fail: enabled namespaces refuse pods, others do not", testWebhookDown)
 }
 

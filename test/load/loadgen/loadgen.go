@@ -8,8 +8,8 @@
 //
 // It is the core of `go run ./test/load` and of `go run ./test/bench`, and
 // is meant to be driven by tests that disturb the server during load
-// (certificate rotation, SIGTERM): see Options.OnResponse and
-// Result.ServerCertificates.
+// (certificate rotation, SIGTERM to one of several replicas): see
+// Options.OnResponse, Options.Targets and Result.ServerCertificates.
 //
 // Traffic only ever goes to 127.0.0.0/8, ::1 or localhost: Run refuses any
 // other URL, and its dialer refuses any non-loopback address.
@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -39,18 +40,22 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 )
 
-// Options configure Run. URL and at least one of Requests and Duration are
-// required; the rest have defaults.
+// Options configure Run. URL (or Targets) and at least one of Requests and
+// Duration are required; the rest have defaults.
 type Options struct {
 	// URL of the webhook, e.g. https://127.0.0.1:9443/mutate-v1-pod. Its
 	// host must be localhost or a loopback IP address.
 	URL string
+	// Targets, instead of URL, spreads the requests round-robin over several
+	// webhooks, and can lose one while Run runs (Targets.Remove).
+	Targets *Targets
 	// RootCAs verify the server's certificate. Nil with InsecureSkipVerify
 	// false means the system roots (which will not know a test CA).
 	RootCAs *x509.CertPool
 	// InsecureSkipVerify skips certificate verification.
 	InsecureSkipVerify bool
-	// ServerName for SNI and verification; the URL's host when empty.
+	// ServerName for SNI and verification; the URL's host when empty (with
+	// Targets: each target's host).
 	ServerName string
 
 	// HTTP1 speaks HTTP/1.1 (one connection per worker) instead of HTTP/2.
@@ -106,11 +111,19 @@ type Options struct {
 
 // Sample is one measured request.
 type Sample struct {
-	Worker  int
+	Worker int
+	// URL the request was sent to.
+	URL     string
 	Start   time.Time
 	Latency time.Duration
 	// Err is nil for a valid answer, else an *Error.
 	Err error
+}
+
+// URLResult is what one URL of Targets answered.
+type URLResult struct {
+	Requests int
+	Errors   int
 }
 
 // Error kinds, the keys of Result.ErrorKinds.
@@ -149,6 +162,8 @@ type Result struct {
 	// ErrorSamples are the first distinct messages.
 	ErrorKinds   map[string]int
 	ErrorSamples []string
+	// ByURL splits Requests and Errors by the URL they were sent to.
+	ByURL map[string]URLResult
 	// Patched counts answers that carried a JSON patch.
 	Patched int
 	// Warnings counts admission warnings in the answers.
@@ -288,8 +303,7 @@ func (c *certLog) record(cs tls.ConnectionState) error {
 // HTTP/2 unless opts.HTTP1, dialing loopback addresses only, no redirects.
 // onHandshake, if not nil, sees every completed handshake.
 func NewClient(opts Options, onHandshake func(tls.ConnectionState) error) (*http.Client, error) {
-	u, err := CheckURL(opts.URL)
-	if err != nil {
+	if _, err := opts.targets(); err != nil {
 		return nil, err
 	}
 	workers := opts.Workers
@@ -297,9 +311,12 @@ func NewClient(opts Options, onHandshake func(tls.ConnectionState) error) (*http
 		workers = 4
 	}
 	serverName := opts.ServerName
-	if serverName == "" {
+	if serverName == "" && opts.Targets == nil {
+		u, _ := CheckURL(opts.URL) // checked above
 		serverName = u.Hostname()
 	}
+	// With Targets and no ServerName, the transport verifies each
+	// connection against its own target's host.
 	tlsConfig := &tls.Config{
 		MinVersion:         tls.VersionTLS12,
 		RootCAs:            opts.RootCAs,
@@ -344,6 +361,7 @@ type stats struct {
 	errors       int
 	aborted      int
 	kinds        map[string]int
+	byURL        map[string]URLResult
 	samples      []string
 	maxSamples   int
 	patched      int
@@ -352,7 +370,7 @@ type stats struct {
 }
 
 func newStats(maxSamples int) *stats {
-	return &stats{kinds: map[string]int{}, maxSamples: maxSamples, protocolsSet: map[string]bool{}}
+	return &stats{kinds: map[string]int{}, byURL: map[string]URLResult{}, maxSamples: maxSamples, protocolsSet: map[string]bool{}}
 }
 
 // worker-local buffer flushed into stats at the end keeps the lock out of
@@ -363,6 +381,7 @@ type local struct {
 	errors    int
 	aborted   int
 	kinds     map[string]int
+	byURL     map[string]URLResult
 	samples   []string
 	patched   int
 	warnings  int
@@ -378,6 +397,12 @@ func (s *stats) merge(l *local) {
 	s.aborted += l.aborted
 	for k, n := range l.kinds {
 		s.kinds[k] += n
+	}
+	for u, n := range l.byURL {
+		c := s.byURL[u]
+		c.Requests += n.Requests
+		c.Errors += n.Errors
+		s.byURL[u] = c
 	}
 	for _, m := range l.samples {
 		if len(s.samples) < s.maxSamples && !slices.Contains(s.samples, m) {
@@ -396,7 +421,8 @@ func (s *stats) merge(l *local) {
 // failed requests are counted in Result. Cancelling ctx stops it early,
 // aborting in-flight requests, and returns what was measured so far.
 func Run(ctx context.Context, opts Options) (Result, error) {
-	if _, err := CheckURL(opts.URL); err != nil {
+	targets, err := opts.targets()
+	if err != nil {
 		return Result{}, err
 	}
 	if opts.Requests <= 0 && opts.Duration <= 0 {
@@ -446,19 +472,21 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	}()
 
 	var seq atomic.Uint64
-	// One request per client before the workers start: with HTTP/2 the
-	// workers then share that one connection, as the API server's requests
-	// to a webhook do, instead of racing to dial one each. Its outcome is
-	// not measured.
+	// One request per client and target before the workers start: with
+	// HTTP/2 the workers then share that one connection, as the API
+	// server's requests to a webhook do, instead of racing to dial one each.
+	// Its outcome is not measured.
 	for i, c := range clients {
-		if ctx.Err() != nil {
-			return Result{}, ctx.Err()
+		for _, u := range targets.URLs() {
+			if ctx.Err() != nil {
+				return Result{}, ctx.Err()
+			}
+			body, _ := tmpl.request(i, seq.Add(1))
+			_, _, _ = send(ctx, c, opts, u, body)
 		}
-		body, _ := tmpl.request(i, seq.Add(1))
-		_, _, _ = send(ctx, c, opts, body)
 	}
 	if opts.Warmup > 0 {
-		runPhase(ctx, opts, tmpl, clients, &seq, 0, opts.Warmup, nil, newStats(0))
+		runPhase(ctx, opts, targets, tmpl, clients, &seq, 0, opts.Warmup, nil, newStats(0))
 		if ctx.Err() != nil {
 			return Result{}, ctx.Err()
 		}
@@ -473,7 +501,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	self0 := selfCPU()
 	st := newStats(opts.MaxErrorSamples)
 	start := time.Now()
-	runPhase(ctx, opts, tmpl, clients, &seq, opts.Requests, opts.Duration, opts.OnResponse, st)
+	runPhase(ctx, opts, targets, tmpl, clients, &seq, opts.Requests, opts.Duration, opts.OnResponse, st)
 	elapsed := time.Since(start)
 	self1 := selfCPU()
 
@@ -482,6 +510,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		Errors:     st.errors,
 		Aborted:    st.aborted,
 		ErrorKinds: st.kinds,
+		ByURL:      st.byURL,
 		Patched:    st.patched,
 		Warnings:   st.warnings,
 		Workers:    opts.Workers,
@@ -524,7 +553,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 
 // runPhase runs the workers until maxRequests (0: unbounded) have been sent,
 // duration (0: unbounded) has passed, or ctx is done.
-func runPhase(ctx context.Context, opts Options, tmpl *template, clients []*http.Client, seq *atomic.Uint64,
+func runPhase(ctx context.Context, opts Options, targets *Targets, tmpl *template, clients []*http.Client, seq *atomic.Uint64,
 	maxRequests int, duration time.Duration, onResponse func(Sample), st *stats) {
 	var deadline time.Time
 	if duration > 0 {
@@ -535,7 +564,7 @@ func runPhase(ctx context.Context, opts Options, tmpl *template, clients []*http
 	for w := range opts.Workers {
 		client := clients[w%len(clients)]
 		wg.Go(func() {
-			l := &local{kinds: map[string]int{}, protocols: map[string]bool{}}
+			l := &local{kinds: map[string]int{}, byURL: map[string]URLResult{}, protocols: map[string]bool{}}
 			defer st.merge(l)
 			for {
 				if ctx.Err() != nil {
@@ -548,8 +577,9 @@ func runPhase(ctx context.Context, opts Options, tmpl *template, clients []*http
 					return
 				}
 				body, uid := tmpl.request(w, seq.Add(1))
+				target := targets.pick()
 				start := time.Now()
-				proto, resp, err := send(ctx, client, opts, body)
+				proto, resp, err := send(ctx, client, opts, target, body)
 				if err == nil {
 					err = validate(resp, uid, opts)
 				}
@@ -560,6 +590,12 @@ func runPhase(ctx context.Context, opts Options, tmpl *template, clients []*http
 					return
 				}
 				l.requests++
+				perURL := l.byURL[target]
+				perURL.Requests++
+				if err != nil {
+					perURL.Errors++
+				}
+				l.byURL[target] = perURL
 				if proto != "" {
 					l.protocols[proto] = true
 				}
@@ -582,7 +618,7 @@ func runPhase(ctx context.Context, opts Options, tmpl *template, clients []*http
 					l.warnings += len(resp.Response.Warnings)
 				}
 				if onResponse != nil {
-					onResponse(Sample{Worker: w, Start: start, Latency: lat, Err: err})
+					onResponse(Sample{Worker: w, URL: target, Start: start, Latency: lat, Err: err})
 				}
 			}
 		})
@@ -591,10 +627,10 @@ func runPhase(ctx context.Context, opts Options, tmpl *template, clients []*http
 }
 
 // send POSTs one review and decodes the answer.
-func send(ctx context.Context, client *http.Client, opts Options, body []byte) (string, *admissionv1.AdmissionReview, error) {
+func send(ctx context.Context, client *http.Client, opts Options, target string, body []byte) (string, *admissionv1.AdmissionReview, error) {
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, opts.URL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return "", nil, err
 	}
@@ -720,6 +756,12 @@ func (r Result) String() string {
 		fmt.Fprintf(&b, "errors        %s\n", strings.Join(kinds, " "))
 		for _, s := range r.ErrorSamples {
 			fmt.Fprintf(&b, "  e.g.        %s\n", s)
+		}
+	}
+	if len(r.ByURL) > 1 {
+		urls := slices.Sorted(maps.Keys(r.ByURL))
+		for _, u := range urls {
+			fmt.Fprintf(&b, "target        %s: %d requests (%d errors)\n", u, r.ByURL[u].Requests, r.ByURL[u].Errors)
 		}
 	}
 	fmt.Fprintf(&b, "throughput    %.0f admissions/s (%d patched, %d warnings)\n", r.Throughput, r.Patched, r.Warnings)

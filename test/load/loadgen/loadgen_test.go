@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -302,5 +303,142 @@ func TestPercentile(t *testing.T) {
 		if got := Percentile(l, p); got != want {
 			t.Errorf("p%v = %v, want %v", p, got, want)
 		}
+	}
+}
+
+// counting is a webhook that counts the requests it answers.
+func counting(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	var hits atomic.Int64
+	srv := webhook(t, func(http.ResponseWriter, *admissionv1.AdmissionReview) bool {
+		hits.Add(1)
+		return false
+	})
+	return srv, &hits
+}
+
+// targetOptions are options spreading the load over srvs.
+func targetOptions(t *testing.T, srvs ...*httptest.Server) Options {
+	t.Helper()
+	roots := x509.NewCertPool()
+	var urls []string
+	for _, s := range srvs {
+		roots.AddCert(s.Certificate())
+		urls = append(urls, s.URL+"/mutate-v1-pod")
+	}
+	targets, err := NewTargets(urls...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Options{Targets: targets, RootCAs: roots, Workers: 4}
+}
+
+func TestTargetsSpreadRoundRobin(t *testing.T) {
+	a, hitsA := counting(t)
+	b, hitsB := counting(t)
+	for _, http1 := range []bool{false, true} {
+		hitsA.Store(0)
+		hitsB.Store(0)
+		opts := targetOptions(t, a, b)
+		opts.Requests = 200
+		opts.HTTP1 = http1
+		opts.ExpectPatch = true
+		var sampled sync.Map
+		opts.OnResponse = func(s Sample) {
+			n, _ := sampled.LoadOrStore(s.URL, new(atomic.Int64))
+			n.(*atomic.Int64).Add(1)
+		}
+		res, err := Run(context.Background(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ua, ub := a.URL+"/mutate-v1-pod", b.URL+"/mutate-v1-pod"
+		if res.Requests != 200 || res.Errors != 0 || res.ByURL[ua].Requests != 100 || res.ByURL[ub].Requests != 100 || len(res.ByURL) != 2 {
+			t.Errorf("http1=%v: %d requests, %d errors, by URL %v; want 100 each, no errors\n%s", http1, res.Requests, res.Errors, res.ByURL, res)
+		}
+		for u, srvHits := range map[string]*atomic.Int64{ua: hitsA, ub: hitsB} {
+			n, _ := sampled.Load(u)
+			// The servers also answered the unmeasured first request of each target.
+			if n == nil || n.(*atomic.Int64).Load() != 100 || srvHits.Load() != 101 {
+				t.Errorf("http1=%v: %s: samples %v, server answered %d; want 100 and 101", http1, u, n, srvHits.Load())
+			}
+		}
+		if !strings.Contains(res.String(), "target        "+ua+": 100 requests (0 errors)") {
+			t.Errorf("report does not list the targets:\n%s", res)
+		}
+	}
+}
+
+func TestTargetsRemoveDuringRun(t *testing.T) {
+	a, _ := counting(t)
+	b, hitsB := counting(t)
+	opts := targetOptions(t, a, b)
+	ub := b.URL + "/mutate-v1-pod"
+	opts.Requests = 400
+	var seen atomic.Int64
+	var atRemoval atomic.Int64
+	atRemoval.Store(-1)
+	opts.OnResponse = func(Sample) {
+		if seen.Add(1) == 100 {
+			if err := opts.Targets.Remove(ub); err != nil {
+				t.Error(err)
+			}
+			atRemoval.Store(hitsB.Load())
+		}
+	}
+	res, err := Run(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 400 || res.Errors != 0 {
+		t.Fatalf("%d requests, %d errors: %v", res.Requests, res.Errors, res.ErrorSamples)
+	}
+	// After the removal, B only gets what the workers had already picked
+	// for it: at most one request each.
+	if got, before := hitsB.Load(), atRemoval.Load(); before < 0 || got > before+int64(opts.Workers) {
+		t.Errorf("B answered %d requests in all, %d when it was removed: more than %d after", got, before, opts.Workers)
+	}
+	if res.ByURL[ub].Requests == 0 || res.ByURL[ub].Requests > 60 || res.ByURL[a.URL+"/mutate-v1-pod"].Requests < 340 {
+		t.Errorf("by URL %v: want ~50 to B, the rest to A", res.ByURL)
+	}
+	if got := opts.Targets.URLs(); len(got) != 1 || got[0] != a.URL+"/mutate-v1-pod" {
+		t.Errorf("targets after the removal: %v", got)
+	}
+}
+
+func TestTargetsRefuseBadURLs(t *testing.T) {
+	for name, urls := range map[string][]string{
+		"none":      nil,
+		"remote":    {"https://127.0.0.1:9443/x", "https://10.0.0.1:9443/x"},
+		"plain":     {"http://127.0.0.1:9443/x"},
+		"duplicate": {"https://127.0.0.1:9443/x", "https://127.0.0.1:9443/x"},
+	} {
+		if _, err := NewTargets(urls...); err == nil {
+			t.Errorf("%s: NewTargets(%q) accepted", name, urls)
+		}
+	}
+	targets, err := NewTargets("https://127.0.0.1:1/x", "https://[::1]:1/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := targets.Remove("https://127.0.0.1:2/x"); err == nil {
+		t.Error("removed a URL that is not a target")
+	}
+	if err := targets.Remove("https://127.0.0.1:1/x"); err != nil {
+		t.Error(err)
+	}
+	if err := targets.Remove("https://[::1]:1/x"); err == nil {
+		t.Error("removed the last target")
+	}
+
+	srv := webhook(t, nil)
+	opts := options(srv)
+	opts.Requests = 1
+	opts.Targets = targets
+	if _, err := Run(context.Background(), opts); err == nil {
+		t.Error("Run accepted both URL and Targets")
+	}
+	opts.URL, opts.Targets = "", &Targets{}
+	if _, err := Run(context.Background(), opts); err == nil {
+		t.Error("Run accepted empty Targets")
 	}
 }
