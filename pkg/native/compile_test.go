@@ -26,7 +26,7 @@ func loadPlan(t *testing.T, path string) policy.Plan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	docs, err := policy.ReadDocuments(f)
 	if err != nil {
 		t.Fatal(err)
