@@ -307,7 +307,7 @@ func (e *env) metric(t *testing.T, name string, lbls map[string]string) float64 
 	if err != nil {
 		t.Fatalf("scraping meshrole's metrics: %v", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	parser := expfmt.NewTextParser(prommodel.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
