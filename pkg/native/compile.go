@@ -280,69 +280,132 @@ func (c *compiler) spec(branches []policy.Scope, fallback *policy.Scope, exclude
 		admissionregistrationv1.Variable{Name: "dryRun", Expression: byNamespace(branches, fallback != nil, dryRuns)},
 	)
 
-	var mutations []admissionregistrationv1.Mutation
-	for _, i := range policies {
-		if isDryRun(i) {
-			continue
-		}
-		mutations = append(mutations, c.entryChain(i, "winner", func(e *policy.PlannedEntry) string {
-			return metadataObject(e.Effect.Labels, e.Effect.Annotations)
-		}))
-	}
-	// Conflicts: which entries tie with the winner depends only on the winner.
+	// One JSON patch writes everything: an ApplyConfiguration mutation is
+	// merged into the pod through its schema, which costs the API server
+	// several milliseconds per mutation. Each key's value is a variable, optional.none()
+	// when the pod gets nothing for it, chosen by the winner (or the DryRun
+	// match) through a balanced tree of conditionals, so that no expression
+	// nests deeper than log2 of the entries.
+	var winnable, dryRunnable []int
 	for _, i := range policies {
 		for k := range c.plan.Policies[i].Entries {
-			e := &c.plan.Policies[i].Entries[k]
-			if isDryRun(i) || len(e.Conflicts) == 0 {
-				continue
+			if isDryRun(i) {
+				dryRunnable = append(dryRunnable, c.firstID[i]+k)
+			} else {
+				winnable = append(winnable, c.firstID[i]+k)
 			}
-			parts := make([]string, len(e.Conflicts))
-			for n, ref := range e.Conflicts {
-				other := &c.plan.Policies[ref.Policy].Entries[ref.Entry]
-				parts[n] = fmt.Sprintf("variables.%s == %d ? %s : ''", policyVar(ref.Policy), ref.Entry, quote(other.ConflictText))
-			}
-			list := "[" + strings.Join(parts, ", ") + "].filter(s, s != '')"
-			mutations = append(mutations, applyConfiguration(fmt.Sprintf(
-				"variables.winner == %d && %s.size() > 0 ? Object{metadata: Object.metadata{annotations: {%s: %s.join(',')}}} : Object{}",
-				c.firstID[i]+k, list, quote(policy.ConflictAnnotation), list)))
 		}
 	}
-	for _, i := range policies {
-		if isDryRun(i) {
-			mutations = append(mutations, c.entryChain(i, "dryRun", func(e *policy.PlannedEntry) string {
-				return metadataObject(nil, map[string]string{policy.DryRunAnnotation: e.DryRunReport})
-			}))
+	// Every key the pod may get, with the optional string to write.
+	type write struct{ key, value string }
+	var labelWrites, annotationWrites []write
+	keyWrites := func(kind string, keyOf func(e *policy.PlannedEntry) map[string]string) []write {
+		keys := map[string]bool{}
+		for _, id := range winnable {
+			for k := range keyOf(c.entries[id]) {
+				keys[k] = true
+			}
 		}
+		var out []write
+		for n, key := range slices.Sorted(maps.Keys(keys)) {
+			name := fmt.Sprintf("%s%d", kind, n)
+			vars = append(vars, admissionregistrationv1.Variable{Name: name, Expression: choose("variables.winner", winnable, func(id int) string {
+				if v, ok := keyOf(c.entries[id])[key]; ok {
+					return "optional.of(" + quote(v) + ")"
+				}
+				return "optional.none()"
+			}, "optional.none()")})
+			out = append(out, write{key, "variables." + name})
+		}
+		return out
+	}
+	labelWrites = keyWrites("label", func(e *policy.PlannedEntry) map[string]string { return e.Effect.Labels })
+	annotationWrites = keyWrites("annotation", func(e *policy.PlannedEntry) map[string]string { return e.Effect.Annotations })
+
+	// Conflicts: which entries tie with the winner depends only on the winner.
+	var conflicted []int
+	for _, id := range winnable {
+		if len(c.entries[id].Conflicts) > 0 {
+			conflicted = append(conflicted, id)
+		}
+	}
+	if len(conflicted) > 0 {
+		vars = append(vars,
+			admissionregistrationv1.Variable{Name: "conflicts", Expression: choose("variables.winner", conflicted, func(id int) string {
+				refs := c.entries[id].Conflicts
+				parts := make([]string, len(refs))
+				for n, ref := range refs {
+					other := &c.plan.Policies[ref.Policy].Entries[ref.Entry]
+					parts[n] = fmt.Sprintf("variables.%s == %d ? %s : ''", policyVar(ref.Policy), ref.Entry, quote(other.ConflictText))
+				}
+				return "[" + strings.Join(parts, ", ") + "].filter(s, s != '')"
+			}, "[]")},
+			admissionregistrationv1.Variable{Name: "conflict",
+				Expression: "variables.conflicts.size() > 0 ? optional.of(variables.conflicts.join(',')) : optional.none()"},
+		)
+		annotationWrites = append(annotationWrites, write{policy.ConflictAnnotation, "variables.conflict"})
+	}
+	if len(dryRunnable) > 0 {
+		vars = append(vars, admissionregistrationv1.Variable{Name: "dryRunReport", Expression: choose("variables.dryRun", dryRunnable, func(id int) string {
+			return "optional.of(" + quote(c.entries[id].DryRunReport) + ")"
+		}, "optional.none()")})
+		annotationWrites = append(annotationWrites, write{policy.DryRunAnnotation, "variables.dryRunReport"})
 	}
 
 	// Port lists, merged as sets into what the pod already has.
 	for n, key := range []string{policy.IstioExcludeInboundPorts, policy.IstioExcludeOutboundPorts} {
-		var pairs []string
-		for _, i := range policies {
-			for k := range c.plan.Policies[i].Entries {
-				ports := c.plan.Policies[i].Entries[k].Effect.Ports[key]
-				if isDryRun(i) || len(ports) == 0 {
-					continue
-				}
-				list := make([]string, len(ports))
-				for j, p := range ports {
-					list[j] = strconv.Itoa(int(p))
-				}
-				pairs = append(pairs, fmt.Sprintf("%d: [%s]", c.firstID[i]+k, strings.Join(list, ", ")))
+		var withPorts []int
+		for _, id := range winnable {
+			if len(c.entries[id].Effect.Ports[key]) > 0 {
+				withPorts = append(withPorts, id)
 			}
 		}
-		if len(pairs) == 0 {
+		if len(withPorts) == 0 {
 			continue
 		}
 		prefix := fmt.Sprintf("ports%d", n)
-		byWinner := "{" + strings.Join(pairs, ", ") + "}"
-		v, merge := portListMerge(prefix, key, fmt.Sprintf("variables.winner in %[1]s ? %[1]s[variables.winner] : []", byWinner))
-		vars = append(vars, v...)
-		mutations = append(mutations, merge)
+		vars = append(vars, portListMerge(prefix, key, choose("variables.winner", withPorts, func(id int) string {
+			ports := c.entries[id].Effect.Ports[key]
+			list := make([]string, len(ports))
+			for j, p := range ports {
+				list[j] = strconv.Itoa(int(p))
+			}
+			return "[" + strings.Join(list, ", ") + "]"
+		}, "[]"))...)
+		annotationWrites = append(annotationWrites, write{key, "variables." + prefix + "Merged"})
 	}
-	if len(mutations) == 0 {
-		mutations = append(mutations, applyConfiguration("Object{}"))
+
+	// One JSON patch writes everything: an ApplyConfiguration mutation is
+	// merged into the pod through its schema, which costs the API server
+	// milliseconds per mutation. JSONPatch values exist only in a mutation's
+	// expression, not in variables. An "add" also replaces; the map a key
+	// goes into must exist first.
+	var ops []string
+	for _, field := range []struct {
+		name   string
+		writes []write
+	}{{"labels", labelWrites}, {"annotations", annotationWrites}} {
+		if len(field.writes) == 0 {
+			continue
+		}
+		var any []string
+		for _, w := range field.writes {
+			any = append(any, w.value+".hasValue()")
+		}
+		ops = append(ops, fmt.Sprintf("(!has(object.metadata.%s) && (%s) ? [JSONPatch{op: 'add', path: '/metadata/%s', value: {}}] : [])",
+			field.name, strings.Join(any, " || "), field.name))
+		for _, w := range field.writes {
+			path := "/metadata/" + field.name + "/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(w.key)
+			ops = append(ops, fmt.Sprintf("(%[1]s.hasValue() ? [JSONPatch{op: 'add', path: %[2]s, value: %[1]s.value()}] : [])", w.value, quote(path)))
+		}
 	}
+	if len(ops) == 0 {
+		ops = []string{"[]"}
+	}
+	mutations := []admissionregistrationv1.Mutation{{
+		PatchType: admissionregistrationv1.PatchTypeJSONPatch,
+		JSONPatch: &admissionregistrationv1.JSONPatch{Expression: strings.Join(ops, " + ")},
+	}}
 
 	conditions := []admissionregistrationv1.MatchCondition{{Name: "not-injected-by-istio", Expression: notInjected}}
 	// The namespaces with objects of their own, in chunks that keep each
@@ -397,7 +460,7 @@ func checkLengths(spec *admissionregistrationv1.MutatingAdmissionPolicySpec) err
 		}
 	}
 	for i, m := range spec.Mutations {
-		if err := check(fmt.Sprintf("mutation %d", i), m.ApplyConfiguration.Expression); err != nil {
+		if err := check(fmt.Sprintf("mutation %d", i), m.JSONPatch.Expression); err != nil {
 			return err
 		}
 	}
@@ -431,20 +494,6 @@ func byNamespace(branches []policy.Scope, hasFallback bool, values []string) str
 		b.WriteString("-1")
 	}
 	return b.String()
-}
-
-// entryChain is an ApplyConfiguration mutation that, when the variable
-// names an entry of policy i, applies that entry's object.
-func (c *compiler) entryChain(i int, variable string, object func(*policy.PlannedEntry) string) admissionregistrationv1.Mutation {
-	p := &c.plan.Policies[i]
-	first := c.firstID[i]
-	var b strings.Builder
-	fmt.Fprintf(&b, "variables.%[1]s >= %[2]d && variables.%[1]s < %[3]d ? (", variable, first, first+len(p.Entries))
-	for k := range p.Entries {
-		fmt.Fprintf(&b, "variables.%s == %d ? %s : ", variable, first+k, object(&p.Entries[k]))
-	}
-	b.WriteString("Object{}) : Object{}")
-	return applyConfiguration(b.String())
 }
 
 // notInjected mirrors the webhook: a pod Istio has already injected (its
@@ -483,44 +532,14 @@ func (c *compiler) firstMatch(i int) (string, error) {
 	return fmt.Sprintf("!(%s) ? -1 : %s", ns, b.String()), nil
 }
 
-func applyConfiguration(expr string) admissionregistrationv1.Mutation {
-	return admissionregistrationv1.Mutation{
-		PatchType:          admissionregistrationv1.PatchTypeApplyConfiguration,
-		ApplyConfiguration: &admissionregistrationv1.ApplyConfiguration{Expression: expr},
-	}
-}
-
-// metadataObject is an apply configuration that sets these labels and
-// annotations.
-func metadataObject(labelValues, annotationValues map[string]string) string {
-	var fields []string
-	if len(labelValues) > 0 {
-		fields = append(fields, "labels: "+stringMap(labelValues))
-	}
-	if len(annotationValues) > 0 {
-		fields = append(fields, "annotations: "+stringMap(annotationValues))
-	}
-	if len(fields) == 0 {
-		return "Object{}"
-	}
-	return "Object{metadata: Object.metadata{" + strings.Join(fields, ", ") + "}}"
-}
-
-func stringMap(m map[string]string) string {
-	parts := make([]string, 0, len(m))
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		parts = append(parts, quote(k)+": "+quote(m[k]))
-	}
-	return "{" + strings.Join(parts, ", ") + "}"
-}
-
 // portListMerge adds the winner's ports to a port-list annotation as a set,
 // like policy.MergePortList: existing entries keep their order, new ports
 // follow in ascending order, and a value Istio would not parse (anything but
-// comma-separated 16-bit unsigned integers) is left exactly as it is.
-func portListMerge(prefix, key, portsExpr string) ([]admissionregistrationv1.Variable, admissionregistrationv1.Mutation) {
+// comma-separated 16-bit unsigned integers) is left exactly as it is. The
+// variable <prefix>Merged is the value to write, or optional.none().
+func portListMerge(prefix, key, portsExpr string) []admissionregistrationv1.Variable {
 	k := quote(key)
-	vars := []admissionregistrationv1.Variable{
+	return []admissionregistrationv1.Variable{
 		{Name: prefix, Expression: portsExpr},
 		{Name: prefix + "Existing", Expression: fmt.Sprintf(
 			"%[1]s in variables.annotations && variables.annotations[%[1]s].trim() != '' ? variables.annotations[%[1]s].split(',').map(s, s.trim()) : []", k)},
@@ -528,12 +547,23 @@ func portListMerge(prefix, key, portsExpr string) ([]admissionregistrationv1.Var
 			"variables.%sExisting.all(s, s.matches('^0*[0-9]{1,5}$') && int(s) <= 65535)", prefix)},
 		{Name: prefix + "Added", Expression: fmt.Sprintf(
 			"variables.%[1]s.filter(p, !variables.%[1]sExisting.exists(s, int(s) == p))", prefix)},
+		{Name: prefix + "Merged", Expression: fmt.Sprintf(
+			"variables.%[1]s.size() > 0 && variables.%[1]sValid && variables.%[1]sAdded.size() > 0 ? "+
+				"optional.of((variables.%[1]sExisting + variables.%[1]sAdded.map(p, string(p))).join(',')) : optional.none()", prefix)},
 	}
-	merge := applyConfiguration(fmt.Sprintf(
-		"variables.%[1]s.size() > 0 && variables.%[1]sValid && variables.%[1]sAdded.size() > 0 ? "+
-			"Object{metadata: Object.metadata{annotations: {%[2]s: (variables.%[1]sExisting + variables.%[1]sAdded.map(p, string(p))).join(',')}}} : Object{}",
-		prefix, k))
-	return vars, merge
+}
+
+// choose is a balanced tree of conditionals on an int variable: the leaf of
+// the id it equals, else fallback. ids must be sorted.
+func choose(variable string, ids []int, leaf func(id int) string, fallback string) string {
+	switch len(ids) {
+	case 0:
+		return fallback
+	case 1:
+		return fmt.Sprintf("%s == %d ? %s : %s", variable, ids[0], leaf(ids[0]), fallback)
+	}
+	mid := len(ids) / 2
+	return fmt.Sprintf("%s < %d ? (%s) : (%s)", variable, ids[mid], choose(variable, ids[:mid], leaf, fallback), choose(variable, ids[mid:], leaf, fallback))
 }
 
 // selectorCEL is a label selector as a CEL condition over a map variable,

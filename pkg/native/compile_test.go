@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
@@ -154,8 +155,10 @@ func TestCompileObjects(t *testing.T) {
 		t.Errorf("the cluster object does not decide the arriving namespace shop: winner = %s", winner)
 	}
 	gone := objs[0].Policy.Spec
-	if len(gone.Mutations) == 0 || !strings.Contains(gone.Mutations[0].ApplyConfiguration.Expression, "cluster/everyone-is-a-client") {
-		t.Errorf("the retiring namespace's object does not hold the cluster policies' decision: %+v", gone.Mutations)
+	if !slices.ContainsFunc(gone.Variables, func(v admissionregistrationv1.Variable) bool {
+		return strings.Contains(v.Expression, `"cluster/everyone-is-a-client"`)
+	}) || len(gone.Mutations) != 1 {
+		t.Errorf("the retiring namespace's object does not hold the cluster policies' decision: %+v", gone)
 	}
 
 	// Without cluster policies there is no cluster object.
