@@ -101,11 +101,16 @@ func main() {
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), manager.Options{
 		Scheme: scheme,
 		// Policies, namespaces and pod metadata are cached; their
-		// managedFields are never read and would be most of the memory. Of
-		// a pod, status keeps only what it reads (docs/performance.md).
+		// managedFields are never read and would be most of the memory.
+		// Pods and policies keep only what their readers use
+		// (docs/performance.md).
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
-			ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: status.TransformPodMetadata}},
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Pod{}:                     {Transform: status.TransformPodMetadata},
+				&v1alpha1.MeshRolePolicy{}:        {Transform: status.TransformPolicy},
+				&v1alpha1.ClusterMeshRolePolicy{}: {Transform: status.TransformPolicy},
+			},
 		},
 		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:  opts.ProbeAddr,
@@ -125,7 +130,11 @@ func main() {
 		log.Error(err, "creating the manager")
 		os.Exit(1)
 	}
-	ctx := delayedShutdown(ctrl.SetupSignalHandler(), opts.ShutdownDelay, log)
+	shutdownDelay := opts.ShutdownDelay
+	if opts.Mode == modeNative {
+		shutdownDelay = 0 // no admissions to drain
+	}
+	ctx := delayedShutdown(ctrl.SetupSignalHandler(), shutdownDelay, log)
 	if err := setupMode(ctx, mgr, opts); err != nil {
 		log.Error(err, "setting up meshrole", "mode", opts.Mode)
 		os.Exit(1)
@@ -134,7 +143,11 @@ func main() {
 		log.Error(err, "setting up policy status")
 		os.Exit(1)
 	}
-	log.Info("starting", "mode", opts.Mode, "webhookPort", opts.WebhookPort, "certDir", opts.CertDir)
+	if opts.Mode == modeNative {
+		log.Info("starting", "mode", opts.Mode, "excludedNamespaces", opts.ExcludedNamespaces)
+	} else {
+		log.Info("starting", "mode", opts.Mode, "webhookPort", opts.WebhookPort, "certDir", opts.CertDir)
+	}
 	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "running the manager")
 		os.Exit(1)

@@ -1,26 +1,31 @@
 package status
 
 import (
+	"unique"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/meshrole/meshrole/pkg/policy"
 )
 
+// The informer caches hold every pod's metadata and every policy in the
+// cluster, so what they keep is most of the server's memory
+// (docs/performance.md). The transforms below drop what no reader uses; a
+// field a reader starts using must be kept here first.
+
 // podAnnotations are the only pod annotations this package reads (the
-// indexes, policiesOfPod, conflictingPolicies). The pod cache keeps nothing
-// else: add a key here before reading it.
+// indexes, policiesOfPod, conflictingPolicies), and nothing else reads the
+// pod cache.
 var podAnnotations = []string{policy.PolicyAnnotation, policy.WorkloadAnnotation, policy.ConflictAnnotation}
 
 // TransformPodMetadata is the cache transform of the pod metadata the status
-// controllers watch: it keeps a pod's name, namespace, uid, resourceVersion
-// and the annotations in podAnnotations, and drops the rest (labels, other
-// annotations, owner references, finalizers, managed fields), which nothing
-// reads. Every pod in the cluster is cached, most of them matched by no
-// policy, so this is the difference between about 1.2 KB and about 0.2 KB a
-// pod. Objects other than metadata-only pods only lose their managed fields.
-//
-// Set it as the cache's ByObject transform for corev1.Pod.
+// controllers watch: a pod keeps its name, namespace, uid, resourceVersion
+// and the annotations in podAnnotations. Labels, other annotations, owner
+// references and managed fields are dropped: a typical pod's cached metadata
+// goes from about 1 KB to 0.2 KB, for every pod in the cluster, most of which
+// no policy matches. Other objects (a full Pod) only lose their managed
+// fields.
 func TransformPodMetadata(in any) (any, error) {
 	p, ok := in.(*metav1.PartialObjectMetadata)
 	if !ok {
@@ -43,4 +48,65 @@ func TransformPodMetadata(in any) (any, error) {
 		Annotations:     kept,
 	}
 	return p, nil
+}
+
+// lastAppliedAnnotation is where kubectl's client-side apply (kubectl apply
+// without --server-side) keeps a copy of the object as last applied. Only
+// kubectl reads it.
+const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+
+// TransformPolicy is the cache transform of both policy kinds. Their readers
+// are the policy store (metadata and spec), native mode (spec) and the status
+// controllers (spec and status; a status update changes only the status, the
+// API server takes everything else from the stored object). It drops managed fields
+// and kubectl's last-applied-configuration annotation, a second copy of the
+// policy for every policy applied with kubectl. And every cached policy
+// shares one copy of the strings that are the same in most policies: the
+// spec's enum values, and the type, status and reason of each condition,
+// with the message of the conditions whose message names no policy. Values
+// do not change, so no reader can tell.
+func TransformPolicy(in any) (any, error) {
+	p, ok := in.(policyObject)
+	if !ok {
+		return cache.TransformStripManagedFields()(in)
+	}
+	if p.GetManagedFields() != nil {
+		p.SetManagedFields(nil)
+	}
+	if a := p.GetAnnotations(); a[lastAppliedAnnotation] != "" {
+		delete(a, lastAppliedAnnotation)
+		if len(a) == 0 {
+			p.SetAnnotations(nil)
+		}
+	}
+	spec := p.PolicySpec()
+	spec.Mode = intern(spec.Mode)
+	for i := range spec.Workloads {
+		w := &spec.Workloads[i]
+		w.Role = intern(w.Role)
+		if w.Peer != nil {
+			w.Peer.Proxy = intern(w.Peer.Proxy)
+		}
+		if w.Client != nil {
+			w.Client.Proxy = intern(w.Client.Proxy)
+		}
+	}
+	conditions := p.PolicyStatus().Conditions
+	for i := range conditions {
+		c := &conditions[i]
+		c.Type, c.Status, c.Reason = intern(c.Type), intern(c.Status), intern(c.Reason)
+		if c.Reason == ReasonAccepted || c.Reason == ReasonNoConflict {
+			c.Message = intern(c.Message)
+		}
+	}
+	return p, nil
+}
+
+// intern returns the canonical copy of s. Canonical copies are held weakly:
+// one that no cached object uses any more is collected.
+func intern[S ~string](s S) S {
+	if s == "" {
+		return s
+	}
+	return S(unique.Make(string(s)).Value())
 }

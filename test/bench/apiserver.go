@@ -54,6 +54,7 @@ var variants = []variant{
 	// A pod in meshrole's namespace that no policy matches: the webhook is
 	// called and answers without a patch.
 	{variantUnmatched, nsMeshrole, "no-policy-matches", false},
+	{variantNative, nsNative, "eureka-server", true},
 }
 
 // capturePatch asks the meshrole webhook once for its answer to
@@ -195,7 +196,11 @@ func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess,
 		if v.name == variantFloorPatch {
 			prefix = "bench."
 		}
-		patched := got.Labels[policy.IstioInjectKey] == "false" && got.Annotations[prefix+policy.PolicyAnnotation] == nsMeshrole+"/p-00000"
+		policyRef := nsMeshrole + "/p-00000"
+		if v.name == variantNative {
+			policyRef = nsNative + "/p-00000"
+		}
+		patched := got.Labels[policy.IstioInjectKey] == "false" && got.Annotations[prefix+policy.PolicyAnnotation] == policyRef
 		if patched != v.patched {
 			return 0, fmt.Errorf("pod %s/%s: %s label %q, annotations %v: the %s variant did not go through the webhooks it should",
 				v.namespace, pod.Name, policy.IstioInjectKey, got.Labels[policy.IstioInjectKey], got.Annotations, v.name)
@@ -254,6 +259,7 @@ func createNamespaces(ctx context.Context, h *harness.Harness) error {
 		{ObjectMeta: metav1.ObjectMeta{Name: nsFloor, Labels: map[string]string{floorLabel: "plain"}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: nsFloorPatch, Labels: map[string]string{floorLabel: "patch"}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: nsMeshrole, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: nsNative, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
 	} {
 		if err := h.Client.Create(ctx, ns); err != nil && !isAlreadyExists(err) {
 			return err

@@ -113,3 +113,24 @@ func TestFloorHandler(t *testing.T) {
 		t.Errorf("with a patch: %v %s", err, rec.Body.String())
 	}
 }
+
+func TestStatusQueueDepth(t *testing.T) {
+	metrics := `# HELP workqueue_depth Current depth of workqueue by workqueue and priority
+# TYPE workqueue_depth gauge
+workqueue_depth{controller="clustermeshrolepolicy-status",name="clustermeshrolepolicy-status",priority="0"} 2
+workqueue_depth{controller="meshrolepolicy-status",name="meshrolepolicy-status",priority="-100"} 6754
+workqueue_depth{controller="meshrolepolicy-status",name="meshrolepolicy-status",priority="0"} 1
+workqueue_depth{controller="native",name="native",priority="0"} 40
+rest_client_requests_total{code="200",host="127.0.0.1:41973",method="PUT"} 4563
+`
+	depth, found, err := statusQueueDepth(metrics)
+	if err != nil || !found || depth != 6757 {
+		t.Errorf("depth %v, found %v, err %v; want 6757", depth, found, err)
+	}
+	if _, found, _ := statusQueueDepth("go_goroutines 104\n"); found {
+		t.Error("found status queues in metrics without any")
+	}
+	if _, _, err := statusQueueDepth(`workqueue_depth{name="meshrolepolicy-status"} x` + "\n"); err == nil {
+		t.Error("a malformed value was accepted")
+	}
+}

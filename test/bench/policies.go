@@ -66,21 +66,25 @@ type memoryResult struct {
 	Pods                 int   // in the cluster: the webhook caches their metadata
 	RSSBefore            int64 // a fresh webhook with the throughput policies
 	RSSCached            int64 // right after the last policy is enforced
-	RSSSettled           int64 // settle later
+	RSSSettled           int64 // settle after the status controllers caught up
 	PeakRSS              int64 // VmHWM of the fresh webhook
 	HeapSettled          goHeap
-	RSSColdStart         int64 // a webhook started with every policy present, once ready
+	RSSColdStart         int64 // a webhook started with every policy present, settle after it caught up
 	HeapColdStart        goHeap
 	Settle               time.Duration
 	CreateTime           time.Duration // creating namespaces and policies
 	CacheLag             time.Duration // from the last create until enforced
+	StatusLag            time.Duration // from enforced until every policy's status is written
 }
 
 // measureMemory restarts the webhook (so that the load phases' garbage does
 // not count), creates policies across namespaces with a few concurrent
 // creators, waits until the webhook has cached them all, and reads the
-// webhook's resident set; then restarts it once more to see what a webhook
-// that starts with all those policies holds.
+// webhook's resident set; then again once the status controllers have
+// written every new policy's status (each write puts a new version of the
+// policy, now with its status, in the cache: the steady state); then
+// restarts it once more to see what a webhook that starts with all those
+// policies holds.
 func measureMemory(ctx context.Context, h *harness.Harness, namespaces, policies, creators int, settle time.Duration,
 	progress func(string, ...any)) (*memoryResult, error) {
 	res := &memoryResult{Namespaces: namespaces, Policies: policies, Settle: settle}
@@ -163,6 +167,12 @@ func measureMemory(ctx context.Context, h *harness.Harness, namespaces, policies
 	if res.RSSCached, err = loadgen.ProcessRSS(pid); err != nil {
 		return nil, err
 	}
+	enforced := time.Now()
+	if err := waitForStatus(ctx, h.Webhook.MetricsURL(), 10*time.Minute); err != nil {
+		return nil, err
+	}
+	res.StatusLag = time.Since(enforced)
+	progress("status of every policy written %.1fs after the last was enforced", res.StatusLag.Seconds())
 	if err := sleep(ctx, settle); err != nil {
 		return nil, err
 	}
@@ -181,6 +191,9 @@ func measureMemory(ctx context.Context, h *harness.Harness, namespaces, policies
 		return nil, err
 	}
 	if err := h.WaitForPolicy(ctx, sentinel, time.Minute); err != nil {
+		return nil, err
+	}
+	if err := waitForStatus(ctx, h.Webhook.MetricsURL(), 10*time.Minute); err != nil {
 		return nil, err
 	}
 	if err := sleep(ctx, settle); err != nil {
@@ -219,6 +232,83 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// waitForStatus returns once the work queues of the status controllers
+// (controller-runtime's workqueue_depth, every priority) have been empty
+// on two reads a second apart: every policy's status is written.
+func waitForStatus(ctx context.Context, metricsURL string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	empty := 0
+	for {
+		body, err := readMetrics(ctx, metricsURL)
+		if err != nil {
+			return err
+		}
+		depth, found, err := statusQueueDepth(body)
+		if err != nil {
+			return fmt.Errorf("%s: %w", metricsURL, err)
+		}
+		if !found {
+			return fmt.Errorf("%s: no workqueue_depth of the status controllers", metricsURL)
+		}
+		if depth == 0 {
+			empty++
+		} else {
+			empty = 0
+		}
+		if empty == 2 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the status controllers still had %.0f policies queued after %v", depth, timeout)
+		}
+		if err := sleep(ctx, time.Second); err != nil {
+			return err
+		}
+	}
+}
+
+// statusQueueDepth sums workqueue_depth over the queues of the status
+// controllers (named *-status).
+func statusQueueDepth(metrics string) (depth float64, found bool, err error) {
+	for _, line := range strings.Split(metrics, "\n") {
+		rest, ok := strings.CutPrefix(line, "workqueue_depth{")
+		if !ok {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if !ok || !strings.Contains(labels, `-status"`) {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("%q: %w", line, err)
+		}
+		depth += v
+		found = true
+	}
+	return depth, found, nil
+}
+
+func readMetrics(ctx context.Context, metricsURL string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: HTTP %d", metricsURL, resp.StatusCode)
+	}
+	return string(body), nil
+}
+
 // goHeap is what the Go runtime of the webhook reports on its metrics
 // endpoint (client_golang's Go collector).
 type goHeap struct {
@@ -226,16 +316,7 @@ type goHeap struct {
 }
 
 func readGoHeap(ctx context.Context, metricsURL string) (goHeap, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
-	if err != nil {
-		return goHeap{}, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return goHeap{}, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
+	body, err := readMetrics(ctx, metricsURL)
 	if err != nil {
 		return goHeap{}, err
 	}
@@ -248,7 +329,7 @@ func readGoHeap(ctx context.Context, metricsURL string) (goHeap, error) {
 		"go_memstats_sys_bytes":           &g.Sys,
 	}
 	found := 0
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(body, "\n") {
 		name, value, ok := strings.Cut(line, " ")
 		if dst := fields[name]; ok && dst != nil {
 			if *dst, err = strconv.ParseFloat(strings.TrimSpace(value), 64); err != nil {
