@@ -144,9 +144,12 @@ func compile(ref Ref, generation int64, spec *v1alpha1.PolicySpec, namespaceSele
 		nativeProblems: NativeProblems(spec),
 	}
 	for i := range spec.Workloads {
-		w := spec.Workloads[i].DeepCopy()
+		// A shallow copy: the selector's maps and slices are shared with the
+		// policy object, which nobody modifies once it is stored (informer
+		// objects are read-only). It is most of a policy's memory.
+		p.workloads[i] = spec.Workloads[i]
+		w := &p.workloads[i]
 		defaultWorkload(w)
-		p.workloads[i] = *w
 		s, err := metav1.LabelSelectorAsSelector(&w.Selector)
 		if err != nil {
 			// The API server's schema should have refused this; match nothing
@@ -169,21 +172,36 @@ func compile(ref Ref, generation int64, spec *v1alpha1.PolicySpec, namespaceSele
 
 // defaultWorkload fills in the defaults the CRD schema declares, so that a
 // policy built in Go (tests, the kubectl plugin reading a file) behaves like
-// one read back from the API server.
+// one read back from the API server. w is a shallow copy: the settings it
+// points to belong to the policy object, so they are copied before a change.
 func defaultWorkload(w *v1alpha1.Workload) {
 	switch w.Role {
 	case v1alpha1.RolePeerStateful:
-		if w.Peer == nil {
-			w.Peer = &v1alpha1.PeerSettings{}
+		switch {
+		case w.Peer == nil:
+			w.Peer = &defaultPeer
+		case w.Peer.Proxy == "":
+			peer := *w.Peer
+			peer.Proxy = v1alpha1.PeerProxySkip
+			w.Peer = &peer
 		}
-		w.Peer.Proxy = cmp.Or(w.Peer.Proxy, v1alpha1.PeerProxySkip)
 	case v1alpha1.RoleClientStateless:
-		if w.Client == nil {
-			w.Client = &v1alpha1.ClientSettings{}
+		switch {
+		case w.Client == nil:
+			w.Client = &defaultClient
+		case w.Client.Proxy == "":
+			client := *w.Client
+			client.Proxy = v1alpha1.ClientProxyInject
+			w.Client = &client
 		}
-		w.Client.Proxy = cmp.Or(w.Client.Proxy, v1alpha1.ClientProxyInject)
 	}
 }
+
+// The defaults, shared by every workload that has no settings; read-only.
+var (
+	defaultPeer   = v1alpha1.PeerSettings{Proxy: v1alpha1.PeerProxySkip}
+	defaultClient = v1alpha1.ClientSettings{Proxy: v1alpha1.ClientProxyInject}
+)
 
 // Store holds the current policies, indexed by namespace so that a decision
 // costs the same however many policies other namespaces have. It is safe for

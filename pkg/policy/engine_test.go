@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"reflect"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -284,5 +285,24 @@ func TestInvalidSelectorMatchesNothingAndIsReported(t *testing.T) {
 	}
 	if problems := policy.Problems(&mrp("shop", "p", 0, "", peer("bad", bad)).Spec, nil); len(problems) != 1 {
 		t.Fatalf("problems = %v, want one", problems)
+	}
+}
+
+// The Store shares the policy objects it is given (informer objects are
+// read-only); it must never write to them, defaults included.
+func TestStoreLeavesPoliciesAlone(t *testing.T) {
+	p := mrp("shop", "p", 0, "",
+		v1alpha1.Workload{Name: "a", Selector: sel("app", "a"), Role: v1alpha1.RolePeerStateful, Peer: &v1alpha1.PeerSettings{}},
+		v1alpha1.Workload{Name: "b", Selector: sel("app", "b"), Role: v1alpha1.RoleClientStateless, Client: &v1alpha1.ClientSettings{}},
+		v1alpha1.Workload{Name: "c", Selector: sel("app", "c"), Role: v1alpha1.RolePeerStateful})
+	before := p.DeepCopy()
+	s := policy.NewStore()
+	s.SetMeshRolePolicy(p)
+	d := s.Decide(policy.Input{Namespace: "shop", PodLabels: labels.Set{"app": "a"}})
+	if d.Winner == nil || d.Winner.Workload.Peer.Proxy != v1alpha1.PeerProxySkip {
+		t.Fatalf("winner %+v, want entry a with the default proxy Skip", d.Winner)
+	}
+	if !reflect.DeepEqual(p, before) {
+		t.Fatalf("the Store changed the policy it was given:\n%+v\nwas\n%+v", p.Spec, before.Spec)
 	}
 }
