@@ -39,20 +39,9 @@ var namespaceLabels = map[string]map[string]string{
 
 func loadStore(t testing.TB, path string) *policy.Store {
 	t.Helper()
-	f, err := os.Open(path)
+	store, err := policy.LoadFile(path, "default")
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	docs, err := policy.ReadDocuments(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := policy.NewStore()
-	for _, doc := range docs {
-		if ok, err := store.Add(doc, "default"); err != nil || !ok {
-			t.Fatalf("%s: %s is not a policy (%v)", path, doc.Kind, err)
-		}
 	}
 	return store
 }

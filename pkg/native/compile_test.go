@@ -23,20 +23,9 @@ var update = flag.Bool("update", false, "rewrite the .native golden files")
 
 func loadPlan(t *testing.T, path string) policy.Plan {
 	t.Helper()
-	f, err := os.Open(path)
+	store, err := policy.LoadFile(path, "")
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	docs, err := policy.ReadDocuments(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := policy.NewStore()
-	for _, d := range docs {
-		if _, err := store.Add(d, ""); err != nil {
-			t.Fatal(err)
-		}
 	}
 	return store.Plan()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
@@ -73,4 +74,24 @@ func (s *Store) Add(doc Document, defaultNamespace string) (bool, error) {
 		return false, nil
 	}
 	return true, nil
+}
+
+// LoadFile reads a file of policies only (YAML or JSON) into a new Store.
+func LoadFile(path, defaultNamespace string) (*Store, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	docs, err := ReadDocuments(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	store := NewStore()
+	for _, doc := range docs {
+		if ok, err := store.Add(doc, defaultNamespace); err != nil || !ok {
+			return nil, fmt.Errorf("%s: %s %s is not a meshrole policy (%v)", path, doc.APIVersion, doc.Kind, err)
+		}
+	}
+	return store, nil
 }
