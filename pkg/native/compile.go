@@ -5,20 +5,24 @@
 // The generated CEL evaluates label selectors and looks up answers that
 // pkg/policy resolved in Go; it holds no rule of its own.
 //
-// Each namespace with MeshRolePolicies gets its own policy object
-// (meshrole-ns-<namespace>, bound to that namespace only), holding its whole
-// decision, cluster policies included; one more object (meshrole-cluster)
-// decides every other enabled namespace with the cluster policies. A change
-// to a namespace's decision is then one object's update: a pod sees the old
-// decision or the new one, never a mix. When a namespace gets its first
-// MeshRolePolicy or loses its last, its decision moves between two objects;
-// the Reconciler hands it over in steps during which both objects hold the
-// same decision for it (see Coverage).
+// The namespaces with MeshRolePolicies are spread by a hash of their name
+// over a fixed number of bucket objects (meshrole-bucket-NN, each bound to
+// its namespaces by name); each namespace's whole decision, cluster policies
+// included, is in its bucket. One more object, meshrole-cluster, decides
+// every other enabled namespace with the cluster policies. A change to a
+// namespace's decision is then one object's update: a pod sees the old
+// decision or the new one, never a mix. The API server checks every binding
+// on every pod create in the cluster, so the number of objects stays fixed
+// however many namespaces have policies. When a namespace gets its first
+// MeshRolePolicy or loses its last, its decision moves between the cluster
+// object and its bucket; the Reconciler hands it over in steps during which
+// both hold the same decision for it (see Coverage).
 package native
 
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"slices"
 	"strconv"
@@ -36,35 +40,49 @@ import (
 )
 
 const (
-	// ClusterObjectName decides the namespaces without their own object.
+	// ClusterObjectName decides the namespaces that have no policies.
 	ClusterObjectName = "meshrole-cluster"
-	// NamespaceObjectPrefix + namespace names a namespace's own object.
-	NamespaceObjectPrefix = "meshrole-ns-"
+	// Buckets is the number of bucket objects namespaces are spread over.
+	Buckets = 16
 	// ManagedByLabel marks the generated objects; the reconciler owns
 	// exactly the objects that carry it.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	// ManagedByValue is ManagedByLabel's value.
 	ManagedByValue = "meshrole"
-	// ScopeLabel names the namespace a namespace object decides for.
-	ScopeLabel = "meshrole.io/native-scope"
-	// PhaseAnnotation records where a namespace object is in a handover.
-	PhaseAnnotation = "meshrole.io/phase"
+	// PhasesAnnotation records, on a bucket object, the phase of each of
+	// its namespaces: JSON {"<namespace>": {"phase": ..., "since": ...}}.
+	PhasesAnnotation = "meshrole.io/phases"
 )
 
-// Phase of a namespace object.
+// BucketOf names the bucket object that holds a namespace's decision.
+func BucketOf(namespace string) string {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(namespace))
+	return fmt.Sprintf("meshrole-bucket-%02d", h.Sum32()%Buckets)
+}
+
+// Phase of a namespace in its bucket object.
 type Phase string
 
 const (
-	// PhaseArriving: the namespace just got its own object; the cluster
+	// PhaseArriving: the namespace just got its bucket entry; the cluster
 	// object still decides it too, with the same decision.
 	PhaseArriving Phase = "Arriving"
-	// PhaseOwner: the namespace's own object alone decides it.
+	// PhaseOwner: its bucket alone decides the namespace.
 	PhaseOwner Phase = "Owner"
-	// PhaseRetiring: the namespace lost its last MeshRolePolicy; its own
-	// object holds the cluster policies' decision, as the cluster object does,
-	// until it is deleted.
+	// PhaseRetiring: the namespace lost its last MeshRolePolicy; its bucket
+	// alone decides it still, with the cluster policies' decision.
 	PhaseRetiring Phase = "Retiring"
+	// PhaseReleased: the cluster object decides the namespace again, and its
+	// bucket too, with the same decision, until the entry goes.
+	PhaseReleased Phase = "Released"
 )
+
+// PhaseState is a namespace's phase in its bucket and since when.
+type PhaseState struct {
+	Phase Phase  `json:"phase"`
+	Since string `json:"since,omitempty"`
+}
 
 // maxExpressionLength is the API server's limit on a CEL expression, in code
 // points (k8s.io/apiserver/pkg/cel/environment).
@@ -83,29 +101,40 @@ type Options struct {
 	ExcludedNamespaces []string
 }
 
-// Coverage says which namespaces are being handed over between their own
-// object and the cluster object. A namespace with MeshRolePolicies that is in
-// neither set is decided by its own object alone.
+// Coverage says which namespaces are being handed over between their bucket
+// and the cluster object. A namespace with MeshRolePolicies that is in
+// neither set is decided by its bucket alone.
 type Coverage struct {
-	// Arriving namespaces have MeshRolePolicies and their own object, and
-	// the cluster object decides them too, with the same decision, until the
-	// API server surely sees their own object.
+	// Arriving namespaces have MeshRolePolicies and a bucket entry, and the
+	// cluster object decides them too, with the same decision, until the API
+	// server surely sees the bucket entry.
 	Arriving map[string]bool
-	// Retiring namespaces have no MeshRolePolicies left; their own object
-	// holds the cluster policies' decision until it is deleted.
+	// Retiring namespaces have no MeshRolePolicies left; their bucket entry
+	// holds the cluster policies' decision, and the cluster object still
+	// leaves them alone.
 	Retiring map[string]bool
+	// Released namespaces are Retiring ones the cluster object decides
+	// again; their bucket entry goes next.
+	Released map[string]bool
+	// Withheld namespaces have MeshRolePolicies but no bucket entry yet: a
+	// Released one that got a policy again leaves its bucket first, and the
+	// cluster object decides it with the cluster policies meanwhile.
+	Withheld map[string]bool
 }
 
-// Object is one generated policy with its binding.
+// Object is one generated policy with its binding, and for a bucket the
+// phase of each of its namespaces.
 type Object struct {
 	Policy  admissionregistrationv1.MutatingAdmissionPolicy
 	Binding admissionregistrationv1.MutatingAdmissionPolicyBinding
+	Phases  map[string]Phase
 }
 
 // Compile turns a plan into the objects that decide every enabled namespace:
-// one per namespace with MeshRolePolicies (or retiring), and the cluster
-// object when it has something to decide. It fails when a namespace has more
-// policies than one generated object can hold.
+// the buckets that hold namespaces with MeshRolePolicies (or retiring ones),
+// and the cluster object when it has something to decide. It fails when a
+// bucket or the cluster policies are more than one generated object can
+// hold.
 func Compile(plan *policy.Plan, opts Options, cov Coverage) ([]Object, error) {
 	c := newCompiler(plan)
 	var fallback *policy.Scope
@@ -116,11 +145,11 @@ func Compile(plan *policy.Plan, opts Options, cov Coverage) ([]Object, error) {
 			fallback = &plan.Scopes[i]
 			continue
 		}
-		if !slices.Contains(opts.ExcludedNamespaces, sc.Namespace) {
+		if !slices.Contains(opts.ExcludedNamespaces, sc.Namespace) && !cov.Withheld[sc.Namespace] {
 			own[sc.Namespace] = sc
 		}
 	}
-	for ns := range cov.Retiring {
+	for ns := range setUnion(cov.Retiring, cov.Released) {
 		if _, ok := own[ns]; !ok && !slices.Contains(opts.ExcludedNamespaces, ns) {
 			sc := policy.Scope{Namespace: ns}
 			if fallback != nil {
@@ -130,31 +159,47 @@ func Compile(plan *policy.Plan, opts Options, cov Coverage) ([]Object, error) {
 		}
 	}
 
-	var out []Object
+	buckets := map[string][]string{}
+	phases := map[string]Phase{}
 	var excluded, arriving []string
 	for _, ns := range slices.Sorted(maps.Keys(own)) {
-		sc := own[ns]
-		phase := PhaseOwner
+		buckets[BucketOf(ns)] = append(buckets[BucketOf(ns)], ns)
 		switch {
-		case cov.Retiring[ns] && !cov.Arriving[ns]:
-			phase = PhaseRetiring
 		case cov.Arriving[ns]:
-			phase = PhaseArriving
+			phases[ns] = PhaseArriving
 			arriving = append(arriving, ns)
+		case cov.Released[ns]:
+			phases[ns] = PhaseReleased
+		case cov.Retiring[ns]:
+			phases[ns] = PhaseRetiring
+			excluded = append(excluded, ns)
 		default:
+			phases[ns] = PhaseOwner
 			excluded = append(excluded, ns)
 		}
-		spec, err := c.spec(nil, &sc, nil, opts)
-		if err != nil {
-			return nil, fmt.Errorf("namespace %s: %w", ns, err)
+	}
+
+	var out []Object
+	for _, name := range slices.Sorted(maps.Keys(buckets)) {
+		namespaces := buckets[name]
+		scopes := make([]policy.Scope, len(namespaces))
+		bucketPhases := map[string]Phase{}
+		for i, ns := range namespaces {
+			scopes[i] = own[ns]
+			bucketPhases[ns] = phases[ns]
 		}
-		selector := &metav1.LabelSelector{MatchLabels: map[string]string{
-			policy.EnabledNamespaceLabel: "true", corev1.LabelMetadataName: ns,
-		}}
-		o := object(NamespaceObjectPrefix+ns, spec, selector)
-		o.Policy.Labels[ScopeLabel] = ns
-		o.Binding.Labels[ScopeLabel] = ns
-		o.Policy.Annotations = map[string]string{PhaseAnnotation: string(phase)}
+		spec, err := c.spec(scopes, nil, nil, opts)
+		if err != nil {
+			return nil, fmt.Errorf("%s (namespaces %s): %w", name, strings.Join(namespaces, ", "), err)
+		}
+		selector := &metav1.LabelSelector{
+			MatchLabels: map[string]string{policy.EnabledNamespaceLabel: "true"},
+			MatchExpressions: []metav1.LabelSelectorRequirement{{
+				Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn, Values: namespaces,
+			}},
+		}
+		o := object(name, spec, selector)
+		o.Phases = bucketPhases
 		out = append(out, o)
 	}
 
@@ -165,11 +210,20 @@ func Compile(plan *policy.Plan, opts Options, cov Coverage) ([]Object, error) {
 		}
 		spec, err := c.spec(branches, fallback, excluded, opts)
 		if err != nil {
-			return nil, fmt.Errorf("the cluster policies: %w", err)
+			return nil, fmt.Errorf("%s: %w", ClusterObjectName, err)
 		}
 		out = append(out, object(ClusterObjectName, spec, enabledNamespaces(opts.ExcludedNamespaces)))
 	}
 	return out, nil
+}
+
+func setUnion(a, b map[string]bool) map[string]bool {
+	out := maps.Clone(a)
+	if out == nil {
+		out = map[string]bool{}
+	}
+	maps.Copy(out, b)
+	return out
 }
 
 func object(name string, spec admissionregistrationv1.MutatingAdmissionPolicySpec, namespaces *metav1.LabelSelector) Object {
@@ -481,19 +535,26 @@ func chunks(list []string, n int) [][]string {
 	return out
 }
 
-// byNamespace picks, by the pod's namespace, one of the branches' values,
-// else the fallback's (the last value), else -1.
+// byNamespace picks, by the pod's namespace, one of the branches' values
+// (through a balanced tree of comparisons on the sorted names), else the
+// fallback's (the last value), else -1.
 func byNamespace(branches []policy.Scope, hasFallback bool, values []string) string {
-	var b strings.Builder
-	for s, sc := range branches {
-		fmt.Fprintf(&b, "request.namespace == %s ? (%s) : ", quote(sc.Namespace), values[s])
-	}
+	fallback := "-1"
 	if hasFallback {
-		fmt.Fprintf(&b, "(%s)", values[len(values)-1])
-	} else {
-		b.WriteString("-1")
+		fallback = "(" + values[len(values)-1] + ")"
 	}
-	return b.String()
+	var tree func(lo, hi int) string
+	tree = func(lo, hi int) string {
+		switch hi - lo {
+		case 0:
+			return fallback
+		case 1:
+			return fmt.Sprintf("request.namespace == %s ? (%s) : %s", quote(branches[lo].Namespace), values[lo], fallback)
+		}
+		mid := (lo + hi) / 2
+		return fmt.Sprintf("request.namespace < %s ? (%s) : (%s)", quote(branches[mid].Namespace), tree(lo, mid), tree(mid, hi))
+	}
+	return tree(0, len(branches))
 }
 
 // notInjected mirrors the webhook: a pod Istio has already injected (its

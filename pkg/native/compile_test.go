@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -73,26 +74,56 @@ func TestCompileGolden(t *testing.T) {
 	}
 }
 
+// names lists the objects, with the phases of a bucket's namespaces.
 func names(objs []Object) []string {
 	var out []string
 	for i := range objs {
-		out = append(out, objs[i].Policy.Name+"/"+objs[i].Policy.Annotations[PhaseAnnotation])
+		name := objs[i].Policy.Name
+		for _, ns := range slices.Sorted(maps.Keys(objs[i].Phases)) {
+			name += " " + ns + "=" + string(objs[i].Phases[ns])
+		}
+		out = append(out, name)
 		if objs[i].Binding.Spec.PolicyName != objs[i].Policy.Name || objs[i].Binding.Name != objs[i].Policy.Name {
 			out = append(out, "MISMATCHED BINDING "+objs[i].Binding.Name)
 		}
 	}
+	slices.Sort(out)
 	return out
 }
 
-func clusterObject(t *testing.T, objs []Object) *Object {
+func find(t *testing.T, objs []Object, name string) *Object {
 	t.Helper()
 	for i := range objs {
-		if objs[i].Policy.Name == ClusterObjectName {
+		if objs[i].Policy.Name == name {
 			return &objs[i]
 		}
 	}
-	t.Fatalf("no %s among %v", ClusterObjectName, names(objs))
+	t.Fatalf("no %s among %v", name, names(objs))
 	return nil
+}
+
+func variable(o *Object, name string) string {
+	for _, v := range o.Policy.Spec.Variables {
+		if v.Name == name {
+			return v.Expression
+		}
+	}
+	return ""
+}
+
+func bucketed(phases ...string) []string {
+	var out []string
+	byBucket := map[string][]string{}
+	for _, p := range phases {
+		ns, _, _ := strings.Cut(p, "=")
+		byBucket[BucketOf(ns)] = append(byBucket[BucketOf(ns)], p)
+	}
+	for b, ps := range byBucket {
+		slices.Sort(ps)
+		out = append(out, b+" "+strings.Join(ps, " "))
+	}
+	slices.Sort(out)
+	return out
 }
 
 func TestCompileObjects(t *testing.T) {
@@ -101,9 +132,10 @@ func TestCompileObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// One object per namespace with policies (not the excluded zk, not hold
-	// whose only policy native mode refuses), and the cluster object.
-	want := []string{"meshrole-ns-mixed/Owner", "meshrole-ns-preview/Owner", "meshrole-ns-shop/Owner", "meshrole-cluster/"}
+	// The namespaces with policies in their buckets (not the excluded zk,
+	// not hold whose only policy native mode refuses), and the cluster object.
+	want := append(bucketed("mixed=Owner", "preview=Owner", "shop=Owner"), ClusterObjectName)
+	slices.Sort(want)
 	if got := names(objs); !slices.Equal(got, want) {
 		t.Fatalf("objects %v, want %v", got, want)
 	}
@@ -112,42 +144,48 @@ func TestCompileObjects(t *testing.T) {
 			t.Errorf("%s: labels %v / %v", o.Policy.Name, o.Policy.Labels, o.Binding.Labels)
 		}
 	}
-	cluster := clusterObject(t, objs)
+	shop := find(t, objs, BucketOf("shop"))
+	if got := shop.Binding.Spec.MatchResources.NamespaceSelector.MatchExpressions[0].Values; !slices.Contains(got, "shop") {
+		t.Errorf("%s binds %v, not shop", shop.Policy.Name, got)
+	}
+	cluster := find(t, objs, ClusterObjectName)
 	if got := cluster.Policy.Spec.MatchConditions[1].Expression; got != `!(request.namespace in ["mixed", "preview", "shop"])` {
-		t.Errorf("the cluster object does not leave the namespaces with objects of their own alone: %s", got)
+		t.Errorf("the cluster object does not leave the namespaces in buckets alone: %s", got)
 	}
 	if got := plan.Refused[policy.Ref{Namespace: "hold", Name: "slow-start"}]; len(got) != 1 || !strings.Contains(got[0], "holdApplicationUntilProxyStarts needs webhook mode") {
 		t.Errorf("refused = %v, want hold/slow-start refused for holdApplicationUntilProxyStarts", plan.Refused)
 	}
 
 	// Handover: an arriving namespace is decided by the cluster object too;
-	// a retiring one keeps its object, with the cluster policies' decision.
-	objs, err = Compile(&plan, Options{}, Coverage{Arriving: map[string]bool{"shop": true}, Retiring: map[string]bool{"gone": true}})
+	// a retiring one keeps its bucket entry with the cluster policies'
+	// decision, excluded from the cluster object until Released; a withheld
+	// one has no entry yet.
+	objs, err = Compile(&plan, Options{}, Coverage{
+		Arriving: map[string]bool{"shop": true},
+		Retiring: map[string]bool{"gone": true},
+		Released: map[string]bool{"going": true},
+		Withheld: map[string]bool{"mixed": true},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = []string{"meshrole-ns-gone/Retiring", "meshrole-ns-mixed/Owner", "meshrole-ns-preview/Owner", "meshrole-ns-shop/Arriving", "meshrole-ns-zk/Owner", "meshrole-cluster/"}
+	want = append(bucketed("gone=Retiring", "going=Released", "preview=Owner", "shop=Arriving", "zk=Owner"), ClusterObjectName)
+	slices.Sort(want)
 	if got := names(objs); !slices.Equal(got, want) {
 		t.Fatalf("objects %v, want %v", got, want)
 	}
-	cluster = clusterObject(t, objs)
-	if got := cluster.Policy.Spec.MatchConditions[1].Expression; got != `!(request.namespace in ["mixed", "preview", "zk"])` {
+	cluster = find(t, objs, ClusterObjectName)
+	if got := cluster.Policy.Spec.MatchConditions[1].Expression; got != `!(request.namespace in ["gone", "preview", "zk"])` {
 		t.Errorf("exclusions during the handover: %s", got)
 	}
-	winner := ""
-	for _, v := range cluster.Policy.Spec.Variables {
-		if v.Name == "winner" {
-			winner = v.Expression
-		}
-	}
-	if !strings.HasPrefix(winner, `request.namespace == "shop" ? (`) {
+	if winner := variable(cluster, "winner"); !strings.HasPrefix(winner, `request.namespace == "shop" ? (`) {
 		t.Errorf("the cluster object does not decide the arriving namespace shop: winner = %s", winner)
 	}
-	gone := objs[0].Policy.Spec
-	if !slices.ContainsFunc(gone.Variables, func(v admissionregistrationv1.Variable) bool {
+	gone := find(t, objs, BucketOf("gone"))
+	if !slices.ContainsFunc(gone.Policy.Spec.Variables, func(v admissionregistrationv1.Variable) bool {
 		return strings.Contains(v.Expression, `"cluster/everyone-is-a-client"`)
-	}) || len(gone.Mutations) != 1 {
-		t.Errorf("the retiring namespace's object does not hold the cluster policies' decision: %+v", gone)
+	}) {
+		t.Errorf("the retiring namespace's bucket does not hold the cluster policies' decision")
 	}
 
 	// Without cluster policies there is no cluster object.
@@ -161,13 +199,38 @@ spec: {workloads: [{name: w, selector: {}, role: peer-stateful}]}}`), ""); err !
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := names(objs); !slices.Equal(got, []string{"meshrole-ns-zk/Owner"}) {
-		t.Fatalf("objects %v, want only meshrole-ns-zk", got)
+	if got := names(objs); !slices.Equal(got, bucketed("zk=Owner")) {
+		t.Fatalf("objects %v, want only zk's bucket", got)
 	}
 	// Nothing to decide, nothing generated.
 	empty := policy.NewStore().Plan()
 	if objs, _ := Compile(&empty, Options{}, Coverage{}); len(objs) != 0 {
 		t.Fatalf("an empty plan compiled to %v", names(objs))
+	}
+}
+
+// TestCompileSpreadsNamespaces: however many namespaces have policies, the
+// objects stay at Buckets + 1, each within the API server's limits.
+func TestCompileSpreadsNamespaces(t *testing.T) {
+	store := policy.NewStore()
+	for n := range 1000 {
+		if _, err := store.Add(mustDoc(t, fmt.Sprintf(`{apiVersion: meshrole.io/v1alpha1, kind: MeshRolePolicy, metadata: {name: p, namespace: team-%04d},
+spec: {workloads: [{name: w, selector: {matchLabels: {app: a}}, role: peer-stateful}]}}`, n)), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plan := store.Plan()
+	objs, err := Compile(&plan, Options{}, Coverage{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != Buckets {
+		t.Fatalf("%d objects for 1,000 namespaces, want %d buckets", len(objs), Buckets)
+	}
+	for _, o := range objs {
+		if n := len(o.Phases); n < 1000/Buckets/2 || n > 1000/Buckets*2 {
+			t.Errorf("%s holds %d namespaces; the hash spreads them badly", o.Policy.Name, n)
+		}
 	}
 }
 
@@ -191,7 +254,7 @@ spec: {workloads: [{name: w, selector: {matchLabels: {app: a%d}}, role: client-s
 	}
 	plan = store.Plan()
 	_, err := Compile(&plan, Options{}, Coverage{})
-	if err == nil || !strings.Contains(err.Error(), "namespace big") || !strings.Contains(err.Error(), "use webhook mode") {
+	if err == nil || !strings.Contains(err.Error(), "namespaces big") || !strings.Contains(err.Error(), "use webhook mode") {
 		t.Fatalf("3,000 policies in one namespace: err = %v, want a refusal naming the namespace", err)
 	}
 }

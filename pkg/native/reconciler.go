@@ -7,9 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -36,9 +36,6 @@ import (
 // an unchanged plan writes nothing (the API server adds defaults to the
 // stored spec, which a field-by-field comparison would take for drift).
 const SpecHashAnnotation = "meshrole.io/spec-hash"
-
-// PhaseSinceAnnotation records when a namespace object entered its phase.
-const PhaseSinceAnnotation = "meshrole.io/phase-since"
 
 // Reconciler keeps the generated MutatingAdmissionPolicies and bindings equal
 // to what the current policies compile to. Every change to any policy
@@ -175,28 +172,29 @@ func (r *Reconciler) settle() time.Duration {
 	return 3 * time.Second
 }
 
-// coverage works out, from the namespace objects in the cluster, which
-// namespaces are being handed over (see Coverage) and when to look again;
-// a retiring object that has waited long enough is left out, and so deleted.
+// coverage works out, from the phases recorded on the bucket objects, which
+// namespaces are being handed over (see Coverage) and when to look again; a
+// released entry that has waited long enough is left out, and so deleted.
 //
 // A namespace that gets its first MeshRolePolicy is Arriving: the cluster
-// object decides it with its full decision while its own object appears;
-// once the API server surely sees that object, the cluster object excludes
-// the namespace. A namespace that loses its last is Retiring: its own object
-// takes the cluster policies' decision, then the cluster object stops
-// excluding it, then its own object goes. At every step the objects that
-// decide a namespace agree on its decision.
+// object takes its whole decision, then its bucket entry appears; once the
+// API server surely sees the entry, it is the Owner and the cluster object
+// leaves it alone. One that loses its last is Retiring: its bucket entry
+// takes the cluster policies' decision; then Released: the cluster object
+// decides it again; then the entry goes. Each step waits for the API server
+// to see the previous one, and at every step the objects that decide the
+// namespace agree on its decision.
 func (r *Reconciler) coverage(plan *policy.Plan, existing []admissionregistrationv1.MutatingAdmissionPolicy, now time.Time) (Coverage, time.Duration) {
-	cov := Coverage{Arriving: map[string]bool{}, Retiring: map[string]bool{}}
+	cov := Coverage{Arriving: map[string]bool{}, Retiring: map[string]bool{}, Released: map[string]bool{}, Withheld: map[string]bool{}}
 	type state struct {
 		phase Phase
 		since time.Time
 	}
 	observed := map[string]state{}
 	for i := range existing {
-		if ns := existing[i].Labels[ScopeLabel]; ns != "" {
-			since, _ := time.Parse(time.RFC3339Nano, existing[i].Annotations[PhaseSinceAnnotation])
-			observed[ns] = state{Phase(existing[i].Annotations[PhaseAnnotation]), since}
+		for ns, st := range phasesOf(&existing[i]) {
+			since, _ := time.Parse(time.RFC3339Nano, st.Since)
+			observed[ns] = state{st.Phase, since}
 		}
 	}
 	var wait time.Duration
@@ -209,65 +207,98 @@ func (r *Reconciler) coverage(plan *policy.Plan, existing []admissionregistratio
 	}
 	wanted := map[string]bool{}
 	for _, sc := range plan.Scopes {
-		if sc.Namespace == "" || slices.Contains(r.Options.ExcludedNamespaces, sc.Namespace) {
-			continue
-		}
-		wanted[sc.Namespace] = true
-		st, ok := observed[sc.Namespace]
-		switch {
-		case !ok || st.phase == PhaseRetiring:
-			cov.Arriving[sc.Namespace] = true
-			later(now)
-		case st.phase == PhaseArriving && later(st.since):
-			cov.Arriving[sc.Namespace] = true
+		if sc.Namespace != "" && !slices.Contains(r.Options.ExcludedNamespaces, sc.Namespace) {
+			wanted[sc.Namespace] = true
 		}
 	}
+	for ns := range wanted {
+		st, ok := observed[ns]
+		switch {
+		case !ok:
+			cov.Arriving[ns] = true
+			later(now)
+		case st.phase == PhaseArriving && later(st.since):
+			cov.Arriving[ns] = true
+		case st.phase == PhaseReleased:
+			// The cluster object and the bucket both decide it: it leaves
+			// the bucket before it can arrive again.
+			if later(st.since) {
+				cov.Released[ns] = true
+			} else {
+				cov.Withheld[ns] = true
+				if wait == 0 || wait > 100*time.Millisecond {
+					wait = 100 * time.Millisecond
+				}
+			}
+		}
+		// Arriving long enough, Owner, or Retiring (its bucket alone decides
+		// it): Owner, a single object's update.
+	}
 	for ns, st := range observed {
-		if wanted[ns] || (st.phase == PhaseRetiring && !later(st.since)) {
+		if wanted[ns] {
 			continue
 		}
-		if st.phase != PhaseRetiring {
+		switch st.phase {
+		case PhaseRetiring:
+			if later(st.since) {
+				cov.Retiring[ns] = true
+			} else {
+				cov.Released[ns] = true
+				later(now)
+			}
+		case PhaseReleased:
+			if later(st.since) {
+				cov.Released[ns] = true
+			}
+		default: // Owner or Arriving
+			cov.Retiring[ns] = true
 			later(now)
 		}
-		cov.Retiring[ns] = true
 	}
 	return cov, wait
 }
 
-// apply writes the desired objects and deletes what is no longer wanted, in
-// the order the handover needs: retiring namespace objects take the cluster
-// decision before the cluster object stops excluding them; the cluster
-// object takes an arriving namespace's decision before that namespace's own
-// object appears. A policy is written before its binding and a binding
-// deleted before its policy.
+// phasesOf reads the phases recorded on a bucket object.
+func phasesOf(o client.Object) map[string]PhaseState {
+	var phases map[string]PhaseState
+	if v := o.GetAnnotations()[PhasesAnnotation]; v != "" {
+		_ = json.Unmarshal([]byte(v), &phases) // a hand-edited value counts as none
+	}
+	return phases
+}
+
+// apply writes the desired objects and deletes what is no longer wanted:
+// the cluster object first (an arriving namespace's decision is there before
+// its bucket entry appears), then the buckets. A policy is written before
+// its binding and a binding deleted before its policy.
 func (r *Reconciler) apply(ctx context.Context, desired []Object, existing []admissionregistrationv1.MutatingAdmissionPolicy, now time.Time) error {
-	since := map[string]string{}
+	previous := map[string]PhaseState{}
 	for i := range existing {
-		since[existing[i].Name] = existing[i].Annotations[PhaseAnnotation] + "@" + existing[i].Annotations[PhaseSinceAnnotation]
+		maps.Copy(previous, phasesOf(&existing[i]))
 	}
-	rank := func(o *Object) int {
-		switch {
-		case Phase(o.Policy.Annotations[PhaseAnnotation]) == PhaseRetiring:
-			return 0
-		case o.Policy.Name == ClusterObjectName:
-			return 1
-		default:
-			return 2
-		}
-	}
-	slices.SortStableFunc(desired, func(a, b Object) int { return rank(&a) - rank(&b) })
+	slices.SortStableFunc(desired, func(a, b Object) int {
+		return boolRank(a.Policy.Name != ClusterObjectName) - boolRank(b.Policy.Name != ClusterObjectName)
+	})
 
 	wanted := map[string]bool{}
 	for i := range desired {
 		o := &desired[i]
 		wanted[o.Policy.Name] = true
-		if phase := o.Policy.Annotations[PhaseAnnotation]; phase != "" {
-			// The phase's start time is kept while the phase lasts.
-			prev, at, _ := strings.Cut(since[o.Policy.Name], "@")
-			if prev != phase || at == "" {
-				at = now.UTC().Format(time.RFC3339Nano)
+		if o.Phases != nil {
+			// A phase's start time is kept while the phase lasts.
+			states := map[string]PhaseState{}
+			for ns, phase := range o.Phases {
+				st := PhaseState{Phase: phase, Since: now.UTC().Format(time.RFC3339Nano)}
+				if prev, ok := previous[ns]; ok && prev.Phase == phase && prev.Since != "" {
+					st.Since = prev.Since
+				}
+				states[ns] = st
 			}
-			o.Policy.Annotations[PhaseSinceAnnotation] = at
+			b, err := json.Marshal(states)
+			if err != nil {
+				return err
+			}
+			o.Policy.Annotations = map[string]string{PhasesAnnotation: string(b)}
 		}
 		if err := r.put(ctx, &o.Policy, &admissionregistrationv1.MutatingAdmissionPolicy{}, o.Policy.Spec); err != nil {
 			return err
@@ -296,6 +327,13 @@ func (r *Reconciler) apply(ctx context.Context, desired []Object, existing []adm
 		}
 	}
 	return nil
+}
+
+func boolRank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // put creates obj, or updates the existing object when the spec meshrole
@@ -327,8 +365,7 @@ func (r *Reconciler) put(ctx context.Context, obj, existing client.Object, spec 
 	}
 	have := existing.GetAnnotations()
 	if have[SpecHashAnnotation] == hash &&
-		have[PhaseAnnotation] == annotations[PhaseAnnotation] &&
-		have[PhaseSinceAnnotation] == annotations[PhaseSinceAnnotation] &&
+		have[PhasesAnnotation] == annotations[PhasesAnnotation] &&
 		existing.GetLabels()[ManagedByLabel] == ManagedByValue &&
 		sameOwners(existing.GetOwnerReferences(), obj.GetOwnerReferences()) {
 		return nil

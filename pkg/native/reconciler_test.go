@@ -1,6 +1,7 @@
 package native
 
 import (
+	"encoding/json"
 	"maps"
 	"slices"
 	"testing"
@@ -14,10 +15,11 @@ import (
 )
 
 func nsObject(ns string, phase Phase, since time.Time) admissionregistrationv1.MutatingAdmissionPolicy {
+	phases, _ := json.Marshal(map[string]PhaseState{ns: {Phase: phase, Since: since.UTC().Format(time.RFC3339Nano)}})
 	return admissionregistrationv1.MutatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{
-		Name:        NamespaceObjectPrefix + ns,
-		Labels:      map[string]string{ManagedByLabel: ManagedByValue, ScopeLabel: ns},
-		Annotations: map[string]string{PhaseAnnotation: string(phase), PhaseSinceAnnotation: since.UTC().Format(time.RFC3339Nano)},
+		Name:        BucketOf(ns),
+		Labels:      map[string]string{ManagedByLabel: ManagedByValue},
+		Annotations: map[string]string{PhasesAnnotation: string(phases)},
 	}}
 }
 
@@ -34,34 +36,43 @@ func TestCoverageHandsOverInSteps(t *testing.T) {
 	planWith, planWithout := withShop.Plan(), policy.NewStore().Plan()
 
 	keys := func(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }
+	ago := func(phase Phase, d time.Duration) []admissionregistrationv1.MutatingAdmissionPolicy {
+		return []admissionregistrationv1.MutatingAdmissionPolicy{nsObject("shop", phase, now.Add(-d))}
+	}
+	shop := []string{"shop"}
 	for _, tc := range []struct {
-		name          string
-		plan          *policy.Plan
-		existing      []admissionregistrationv1.MutatingAdmissionPolicy
-		arriving      []string
-		retiring      []string
-		wantRequeue   bool
-		wantRequeueIn time.Duration
+		name                                   string
+		plan                                   *policy.Plan
+		existing                               []admissionregistrationv1.MutatingAdmissionPolicy
+		arriving, retiring, released, withheld []string
+		requeueIn                              time.Duration
 	}{
-		{"first policy: arriving, look again after a settle period", &planWith, nil, []string{"shop"}, nil, true, 3 * time.Second},
-		{"arriving for 1s: still arriving", &planWith, []admissionregistrationv1.MutatingAdmissionPolicy{nsObject("shop", PhaseArriving, now.Add(-time.Second))}, []string{"shop"}, nil, true, 2 * time.Second},
-		{"arriving for 3s: its own object alone decides", &planWith, []admissionregistrationv1.MutatingAdmissionPolicy{nsObject("shop", PhaseArriving, now.Add(-3*time.Second))}, nil, nil, false, 0},
-		{"owner: steady", &planWith, []admissionregistrationv1.MutatingAdmissionPolicy{nsObject("shop", PhaseOwner, now.Add(-time.Hour))}, nil, nil, false, 0},
-		{"last policy gone: retiring", &planWithout, []admissionregistrationv1.MutatingAdmissionPolicy{nsObject("shop", PhaseOwner, now.Add(-time.Hour))}, nil, []string{"shop"}, true, 3 * time.Second},
-		{"retiring for 1s: still retiring", &planWithout, []admissionregistrationv1.MutatingAdmissionPolicy{nsObject("shop", PhaseRetiring, now.Add(-time.Second))}, nil, []string{"shop"}, true, 2 * time.Second},
-		{"retiring for 3s: gone", &planWithout, []admissionregistrationv1.MutatingAdmissionPolicy{nsObject("shop", PhaseRetiring, now.Add(-3*time.Second))}, nil, nil, false, 0},
-		{"a policy again while retiring: arriving again", &planWith, []admissionregistrationv1.MutatingAdmissionPolicy{nsObject("shop", PhaseRetiring, now.Add(-time.Second))}, []string{"shop"}, nil, true, 3 * time.Second},
+		{"first policy: arriving, look again after a settle period", &planWith, nil, shop, nil, nil, nil, 3 * time.Second},
+		{"arriving for 1s: still arriving", &planWith, ago(PhaseArriving, time.Second), shop, nil, nil, nil, 2 * time.Second},
+		{"arriving for 3s: its bucket alone decides", &planWith, ago(PhaseArriving, 3*time.Second), nil, nil, nil, nil, 0},
+		{"owner: steady", &planWith, ago(PhaseOwner, time.Hour), nil, nil, nil, nil, 0},
+		{"last policy gone: retiring", &planWithout, ago(PhaseOwner, time.Hour), nil, shop, nil, nil, 3 * time.Second},
+		{"retiring for 1s: still retiring", &planWithout, ago(PhaseRetiring, time.Second), nil, shop, nil, nil, 2 * time.Second},
+		{"retiring for 3s: released to the cluster object", &planWithout, ago(PhaseRetiring, 3*time.Second), nil, nil, shop, nil, 3 * time.Second},
+		{"released for 1s: still released", &planWithout, ago(PhaseReleased, time.Second), nil, nil, shop, nil, 2 * time.Second},
+		{"released for 3s: gone", &planWithout, ago(PhaseReleased, 3*time.Second), nil, nil, nil, nil, 0},
+		{"a policy again while retiring: its bucket alone decides it, so owner", &planWith, ago(PhaseRetiring, time.Second), nil, nil, nil, nil, 0},
+		{"a policy again while released: it leaves the bucket first", &planWith, ago(PhaseReleased, time.Second), nil, nil, shop, nil, 2 * time.Second},
+		{"a policy again, released for 3s: withheld, then arriving", &planWith, ago(PhaseReleased, 3*time.Second), nil, nil, nil, shop, 100 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cov, wait := r.coverage(tc.plan, tc.existing, now)
-			if got := keys(cov.Arriving); !slices.Equal(got, tc.arriving) {
-				t.Errorf("arriving %v, want %v", got, tc.arriving)
+			for _, c := range []struct {
+				what      string
+				got, want []string
+			}{{"arriving", keys(cov.Arriving), tc.arriving}, {"retiring", keys(cov.Retiring), tc.retiring},
+				{"released", keys(cov.Released), tc.released}, {"withheld", keys(cov.Withheld), tc.withheld}} {
+				if !slices.Equal(c.got, c.want) {
+					t.Errorf("%s %v, want %v", c.what, c.got, c.want)
+				}
 			}
-			if got := keys(cov.Retiring); !slices.Equal(got, tc.retiring) {
-				t.Errorf("retiring %v, want %v", got, tc.retiring)
-			}
-			if (wait > 0) != tc.wantRequeue || (tc.wantRequeue && wait != tc.wantRequeueIn) {
-				t.Errorf("requeue after %v, want %v", wait, tc.wantRequeueIn)
+			if wait != tc.requeueIn {
+				t.Errorf("requeue after %v, want %v", wait, tc.requeueIn)
 			}
 		})
 	}

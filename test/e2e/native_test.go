@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -99,8 +100,8 @@ func TestNativeMatchesWebhook(t *testing.T) {
 // handover: a cluster policy decides namespace handover; a MeshRolePolicy
 // arrives there and leaves again. Throughout, pods are dry-run created
 // without pause, and each must carry exactly one of the two decisions,
-// never a mix; the namespace's own object goes Arriving, Owner, Retiring,
-// gone.
+// never a mix; the namespace's entry in its bucket object goes Arriving,
+// Owner, Retiring, Released, gone.
 func handover(t *testing.T, ctx context.Context, hh *harness.Harness) {
 	const ns = "handover"
 	if err := hh.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{
@@ -178,10 +179,14 @@ func handover(t *testing.T, ctx context.Context, hh *harness.Harness) {
 		var seen []string
 		for next < len(want) && time.Now().Before(deadline) {
 			var obj admissionregistrationv1.MutatingAdmissionPolicy
-			err := hh.Client.Get(ctx, client.ObjectKey{Name: native.NamespaceObjectPrefix + ns}, &obj)
+			err := hh.Client.Get(ctx, client.ObjectKey{Name: native.BucketOf(ns)}, &obj)
 			phase := native.Phase("gone")
 			if err == nil {
-				phase = native.Phase(obj.Annotations[native.PhaseAnnotation])
+				var phases map[string]native.PhaseState
+				_ = json.Unmarshal([]byte(obj.Annotations[native.PhasesAnnotation]), &phases)
+				if st, ok := phases[ns]; ok {
+					phase = st.Phase
+				}
 			} else if !apierrors.IsNotFound(err) {
 				t.Fatal(err)
 			}
@@ -212,7 +217,7 @@ func handover(t *testing.T, ctx context.Context, hh *harness.Harness) {
 	if err := hh.Client.Delete(ctx, mrp); err != nil {
 		t.Fatal(err)
 	}
-	phases(native.PhaseRetiring, "gone")
+	phases(native.PhaseRetiring, native.PhaseReleased, "gone")
 	time.Sleep(2 * time.Second)
 }
 

@@ -402,7 +402,7 @@ func e2eNative(t *testing.T, e *env, appNS string) {
 	ctx := t.Context()
 	c := e.Client
 	// The objects that decide appNS, which has a MeshRolePolicy.
-	own := native.NamespaceObjectPrefix + appNS
+	own := native.BucketOf(appNS)
 
 	checkEurekaVerdicts(t, e, appNS, modeNative)
 
@@ -461,7 +461,7 @@ func e2eNative(t *testing.T, e *env, appNS string) {
 		if err := eventually(ctx, 30*time.Second, func() (bool, string, error) { return gets(control.Name) }); err != nil {
 			t.Fatalf("ClusterMeshRolePolicy %s not applied in %s: %v", everywhere.Name, control.Name, err)
 		}
-		waitGenerated(t, e, native.ClusterObjectName, own, native.ClusterObjectName, own)
+		waitGenerated(t, e, own, native.ClusterObjectName, own, native.ClusterObjectName)
 		checkGenerated(t, e, appNS)
 		for _, name := range []string{releaseNamespace, "kube-system"} {
 			p := createPod(t, t, e, name, lbls)

@@ -146,7 +146,7 @@ var (
 
 // nativeNamespaceObject is the name native mode gives the generated objects
 // of namespace "shop".
-const nativeNamespaceObject = native.NamespaceObjectPrefix + "shop"
+const nativeNamespaceObject = "meshrole-bucket-00"
 
 // checkRBAC asks the API server's authorizer (SubjectAccessReview), for the
 // release's ServiceAccount as the API server authenticates it, about each
