@@ -89,8 +89,12 @@ func LoadFile(path, defaultNamespace string) (*Store, error) {
 	}
 	store := NewStore()
 	for _, doc := range docs {
-		if ok, err := store.Add(doc, defaultNamespace); err != nil || !ok {
-			return nil, fmt.Errorf("%s: %s %s is not a meshrole policy (%v)", path, doc.APIVersion, doc.Kind, err)
+		ok, err := store.Add(doc, defaultNamespace)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if !ok {
+			return nil, fmt.Errorf("%s: %s %s is not a meshrole policy", path, doc.APIVersion, doc.Kind)
 		}
 	}
 	return store, nil
