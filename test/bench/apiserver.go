@@ -55,6 +55,7 @@ var variants = []variant{
 	// called and answers without a patch.
 	{variantUnmatched, nsMeshrole, "no-policy-matches", false},
 	{variantNative, nsNative, "eureka-server", true},
+	{variantNativeFloor, nsNativeFloor, "eureka-server", true},
 }
 
 // capturePatch asks the meshrole webhook once for its answer to
@@ -193,7 +194,7 @@ func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess,
 			return 0, fmt.Errorf("creating pod %s/%s: %w", v.namespace, pod.Name, err)
 		}
 		prefix := ""
-		if v.name == variantFloorPatch {
+		if v.name == variantFloorPatch || v.name == variantNativeFloor {
 			prefix = "bench."
 		}
 		policyRef := nsMeshrole + "/p-00000"
@@ -260,6 +261,7 @@ func createNamespaces(ctx context.Context, h *harness.Harness) error {
 		{ObjectMeta: metav1.ObjectMeta{Name: nsFloorPatch, Labels: map[string]string{floorLabel: "patch"}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: nsMeshrole, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: nsNative, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: nsNativeFloor}},
 	} {
 		if err := h.Client.Create(ctx, ns); err != nil && !isAlreadyExists(err) {
 			return err
