@@ -143,7 +143,9 @@ func installNativeFloor(ctx context.Context, h *harness.Harness) error {
 	if err := h.Client.Create(ctx, binding); err != nil {
 		return err
 	}
-	verdict := func(p *corev1.Pod) bool { return p.Annotations["bench."+policy.PolicyAnnotation] == nsMeshrole+"/p-00000" }
+	verdict := func(p *corev1.Pod) bool {
+		return p.Annotations["bench."+policy.PolicyAnnotation] == nsMeshrole+"/p-00000"
+	}
 	if _, err := h.WaitForVerdict(ctx, nsNativeFloor, map[string]string{"app": "eureka-server"}, 60*time.Second, verdict); err != nil {
 		return fmt.Errorf("the native floor policy: %w", err)
 	}
