@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	kjson "sigs.k8s.io/json"
 )
 
 // MaxRequestBytes bounds an admission request body. The API server caps
@@ -98,7 +99,7 @@ func readReview(w http.ResponseWriter, req *http.Request) (*podReview, *httpErro
 		return nil, &httpError{http.StatusBadRequest, "request body is empty: expected an AdmissionReview"}
 	}
 	review := &podReview{}
-	if err := json.Unmarshal(body, review); err != nil {
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(body, review); err != nil {
 		return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("request body is not an AdmissionReview of a pod: %v", err)}
 	}
 	if gvk := review.GroupVersionKind(); gvk != admissionv1.SchemeGroupVersion.WithKind("AdmissionReview") {

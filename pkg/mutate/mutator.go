@@ -12,6 +12,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	kjson "sigs.k8s.io/json"
 
 	"github.com/meshrole/meshrole/pkg/policy"
 )
@@ -64,7 +65,7 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 	var pod *podView
 	if len(req.Object.Raw) > 0 {
 		pod = &podView{}
-		if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
+		if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, pod); err != nil {
 			m.count(OutcomeError, "")
 			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the pod: %w", err))
 		}
