@@ -199,20 +199,7 @@ func e2eThroughInstalledChart(t *testing.T, e *env, w *localWebhook, appNS strin
 			t.Helper()
 			return createPod(t, t, e, ns, lbls)
 		}
-		for _, name := range []string{releaseNamespace, "kube-system"} {
-			setNamespaceLabel(t, e, name, policy.EnabledNamespaceLabel, ptr.To("true"))
-			t.Cleanup(func() { setNamespaceLabel(t, e, name, policy.EnabledNamespaceLabel, nil) })
-		}
-		// A control namespace, enabled after those labels were set: once the
-		// API server's namespace informer shows it enabled, it has seen the
-		// earlier labels too (watch events arrive in resourceVersion order).
-		control := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-			Name: appNS + "-control", Labels: map[string]string{policy.EnabledNamespaceLabel: "true"},
-		}}
-		if err := c.Create(ctx, control); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Delete(context.Background(), control) })
+		control := enableExcludedNamespaces(t, e, appNS)
 
 		if err := w.proc.Stop(); err != nil {
 			t.Fatal(err)
@@ -422,4 +409,25 @@ func setNamespaceLabel(t *testing.T, e *env, name, key string, value *string) {
 	if err := e.Client.Patch(ctx, &ns, client.MergeFrom(orig)); err != nil {
 		t.Fatalf("labelling namespace %s: %v", name, err)
 	}
+}
+
+// enableExcludedNamespaces labels the release namespace and kube-system
+// meshrole.io/enabled=true for the test, then creates an enabled control
+// namespace: once the API server's namespace informer shows the control
+// namespace enabled, it has seen the earlier labels too (watch events arrive
+// in resourceVersion order).
+func enableExcludedNamespaces(t *testing.T, e *env, appNS string) *corev1.Namespace {
+	t.Helper()
+	for _, name := range []string{releaseNamespace, "kube-system"} {
+		setNamespaceLabel(t, e, name, policy.EnabledNamespaceLabel, ptr.To("true"))
+		t.Cleanup(func() { setNamespaceLabel(t, e, name, policy.EnabledNamespaceLabel, nil) })
+	}
+	control := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: appNS + "-control", Labels: map[string]string{policy.EnabledNamespaceLabel: "true"},
+	}}
+	if err := e.Client.Create(t.Context(), control); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Client.Delete(context.Background(), control) })
+	return control
 }

@@ -20,7 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrole/meshrole/pkg/native"
@@ -419,17 +418,7 @@ func e2eNative(t *testing.T, e *env, appNS string) {
 	})
 
 	t.Run("the release namespace and kube-system are never mutated, even labelled", func(t *testing.T) {
-		for _, name := range []string{releaseNamespace, "kube-system"} {
-			setNamespaceLabel(t, e, name, policy.EnabledNamespaceLabel, ptr.To("true"))
-			t.Cleanup(func() { setNamespaceLabel(t, e, name, policy.EnabledNamespaceLabel, nil) })
-		}
-		control := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-			Name: appNS + "-control", Labels: map[string]string{policy.EnabledNamespaceLabel: "true"},
-		}}
-		if err := c.Create(ctx, control); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Delete(context.Background(), control) })
+		control := enableExcludedNamespaces(t, e, appNS)
 		// A policy for every enabled namespace.
 		everywhere := &v1alpha1.ClusterMeshRolePolicy{
 			ObjectMeta: metav1.ObjectMeta{Name: "install-native-everywhere"},
