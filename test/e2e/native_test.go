@@ -88,6 +88,28 @@ func TestNativeMatchesWebhook(t *testing.T) {
 	}
 	t.Logf("in all: %d pods, %d matched, %d differences", total["pods"], total["matched"], total["differences"])
 
+	t.Run("no churn: the generated objects are not rewritten while the policies stay the same", func(t *testing.T) {
+		versions := func() map[string]string {
+			var list admissionregistrationv1.MutatingAdmissionPolicyList
+			if err := nativeMode.Client.List(ctx, &list, client.MatchingLabels{native.ManagedByLabel: native.ManagedByValue}); err != nil {
+				t.Fatal(err)
+			}
+			out := map[string]string{}
+			for _, p := range list.Items {
+				out[p.Name] = p.ResourceVersion
+			}
+			return out
+		}
+		before := versions()
+		// Long enough for status writes, pod events and any handover requeue.
+		time.Sleep(8 * time.Second)
+		after := versions()
+		if d := diff(after, before); d != "" {
+			t.Errorf("generated objects rewritten without a policy change (-after +before):\n%s", d)
+		}
+		t.Logf("%d generated MutatingAdmissionPolicies unchanged over 8s", len(before))
+	})
+
 	t.Run("policy native mode cannot honour is refused", func(t *testing.T) {
 		refusedInNativeMode(t, ctx, nativeMode)
 	})
