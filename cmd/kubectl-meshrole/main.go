@@ -1,9 +1,11 @@
 // Command kubectl-meshrole is meshrole's kubectl plugin:
 //
 //	kubectl meshrole explain -f policy.yaml -f workload.yaml
+//	kubectl meshrole native -f policy.yaml
 //
 // explain shows, offline, what the webhook would do to a workload's pods,
-// by running them through the very engine and handler the webhook serves.
+// by running them through the very engine and handler the webhook serves;
+// native prints what native mode would generate, with the server's compiler.
 package main
 
 import (
@@ -26,6 +28,9 @@ Commands:
       pods whose Istio keys disagree with the policy that now matches them (recreate them),
       BypassPorts peers whose clients do not exclude those ports, and an Istio injector
       ordered before meshrole. Exits 1 when there are findings.
+  native -f FILE [-f FILE ...] [--namespace NS] [--excluded-namespaces NS,...]
+      Offline: the MutatingAdmissionPolicies and bindings native mode would keep for the
+      policies in the files (the server's own compiler), and the policies it would refuse.
 `
 
 func main() {
@@ -50,6 +55,8 @@ func run(args []string, stdout io.Writer) error {
 		return explainCommand(args[1:], stdout)
 	case "audit":
 		return auditCommand(args[1:], stdout)
+	case "native":
+		return nativeCommand(args[1:], stdout)
 	case "help", "-h", "--help":
 		_, _ = fmt.Fprint(stdout, usage)
 		return nil
