@@ -80,13 +80,9 @@ func explainCommand(args []string, stdout io.Writer) error {
 		return fmt.Errorf("-o %s: use table, json or yaml", *output)
 	}
 
-	var docs []policy.Document
-	for _, f := range files {
-		d, err := readFile(f)
-		if err != nil {
-			return err
-		}
-		docs = append(docs, d...)
+	docs, err := readFiles(files)
+	if err != nil {
+		return err
 	}
 
 	store := policy.NewStore()
@@ -300,6 +296,19 @@ func podOf(doc policy.Document) (pod podTemplate, name, namespace string, ok boo
 	pod = *template
 	pod.GenerateName = name + "-"
 	return pod, name, namespace, true, nil
+}
+
+// readFiles reads the documents of every -f file, in order.
+func readFiles(paths []string) ([]policy.Document, error) {
+	var docs []policy.Document
+	for _, path := range paths {
+		d, err := readFile(path)
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, d...)
+	}
+	return docs, nil
 }
 
 func readFile(path string) ([]policy.Document, error) {

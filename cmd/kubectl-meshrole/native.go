@@ -31,16 +31,14 @@ func nativeCommand(args []string, stdout io.Writer) error {
 	if len(files) == 0 {
 		return errors.New("native needs at least one -f file")
 	}
+	docs, err := readFiles(files)
+	if err != nil {
+		return err
+	}
 	store := policy.NewStore()
-	for _, f := range files {
-		docs, err := readFile(f)
-		if err != nil {
+	for _, doc := range docs {
+		if _, err := store.Add(doc, *namespace); err != nil {
 			return err
-		}
-		for _, doc := range docs {
-			if _, err := store.Add(doc, *namespace); err != nil {
-				return err
-			}
 		}
 	}
 	plan := store.Plan()

@@ -29,6 +29,14 @@ func TestHelmLint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// helm lint --strict with vals, as the release would be installed.
+	strictLint := func(vals map[string]any) *action.LintResult {
+		lint := action.NewLint()
+		lint.Strict = true
+		lint.Namespace = releaseNamespace
+		lint.KubeVersion = kubeVersion
+		return lint.Run([]string{chartDir}, vals)
+	}
 	for _, tc := range []struct {
 		name string
 		vals map[string]any
@@ -43,11 +51,7 @@ func TestHelmLint(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			lint := action.NewLint()
-			lint.Strict = true
-			lint.Namespace = releaseNamespace
-			lint.KubeVersion = kubeVersion
-			res := lint.Run([]string{chartDir}, tc.vals)
+			res := strictLint(tc.vals)
 			if res.TotalChartsLinted != 1 {
 				t.Errorf("linted %d charts, want 1", res.TotalChartsLinted)
 			}
@@ -73,11 +77,7 @@ func TestHelmLint(t *testing.T) {
 		{"strict lint fails for a mode outside values.schema.json", map[string]any{"mode": "sidecar"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			lint := action.NewLint()
-			lint.Strict = true
-			lint.Namespace = releaseNamespace
-			lint.KubeVersion = kubeVersion
-			res := lint.Run([]string{chartDir}, tc.vals)
+			res := strictLint(tc.vals)
 			if len(res.Errors) == 0 {
 				t.Fatalf("lint passed with values %v", tc.vals)
 			}
