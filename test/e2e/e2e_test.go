@@ -34,6 +34,7 @@ func TestMeshrole(t *testing.T) {
 	t.Run("a selector the schema cannot check matches nothing and turns Ready False", testInvalidSelectorStatus)
 	t.Run("examples: each of examples/*/ applied as a user would, its pods get their verdicts", testExamples)
 	t.Run("kubectl meshrole audit finds the seed's traps in a live cluster and exits 1", testAudit)
+	t.Run("kubectl meshrole: every subcommand takes kubectl's -n, --context and -o yaml against the live API server", testPlugin)
 	t.Run("the webhook port refuses TLS below 1.2", testTLSVersions)
 	t.Run("a MeshRolePolicy never decides for another namespace", testNamespaceIsolation)
 	t.Run("serving certificate rotated on disk: served without a restart, the API server keeps calling", testCertificateRotation)
