@@ -44,10 +44,16 @@ vet:
 lint:
 	$(GOLANGCI_LINT) run ./...
 
-## testenv: build kube-apiserver, kube-controller-manager, kubectl and etcd into bin/k8s (cached).
+## testenv: build kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd and kwok into bin/k8s (cached).
 .PHONY: testenv
 testenv:
 	test/controlplane/build.sh $(K8S_BIN)
+
+## testenv-matrix: the older Kubernetes releases of KUBE_MATRIX into bin/k8s-<minor> (cached; pins made by test/controlplane/pin-kubernetes.sh).
+KUBE_MATRIX ?= v1.32 v1.34 v1.36
+.PHONY: testenv-matrix
+testenv-matrix:
+	for v in $(KUBE_MATRIX); do test/controlplane/build.sh --kubernetes $$v $(BIN)/k8s-$${v#v}; done
 
 ## certs: a CA and a serving certificate for localhost into bin/certs (cert-manager's pkg/util/pki).
 .PHONY: certs
