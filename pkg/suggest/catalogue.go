@@ -54,7 +54,10 @@ type PortSpec struct {
 	// Names are container or Service port names that mean this purpose.
 	Names []string `json:"names,omitempty"`
 	// Protocol is tcp (empty), http or grpc.
-	Protocol string   `json:"protocol,omitempty"`
+	Protocol string `json:"protocol,omitempty"`
+	// AlsoDials are ports a client dials on its own once it dials this one
+	// (Nacos 2 clients open gRPC on the main port + 1000).
+	AlsoDials []int32  `json:"alsoDials,omitempty"`
 	Docs     []string `json:"docs"`
 }
 
@@ -153,3 +156,13 @@ func (s *System) clientProtocol(port int32) string {
 }
 
 func (s *System) isClientPort(port int32) bool { return s.clientProtocol(port) != "" }
+
+// alsoDials are the ports a client dials on its own once it dials port.
+func (s *System) alsoDials(port int32) []int32 {
+	for _, p := range s.ClientPorts {
+		if slices.Contains(p.Ports, port) {
+			return p.AlsoDials
+		}
+	}
+	return nil
+}

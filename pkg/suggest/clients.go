@@ -117,6 +117,9 @@ func (c *clientMatch) dialled() []int32 {
 		}
 		out = append(out, servicePorts(r.target.svc, c.peer.system)...)
 	}
+	for _, p := range out {
+		out = append(out, c.peer.system.alsoDials(p)...)
+	}
 	slices.Sort(out)
 	return slices.Compact(out)
 }
