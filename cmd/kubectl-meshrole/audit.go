@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -14,23 +11,20 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrole/meshrole/pkg/mutate"
 	"github.com/meshrole/meshrole/pkg/policy"
 	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
 )
-
-// errFindings makes the command exit non-zero when the audit found something.
-var errFindings = errors.New("findings")
 
 // Finding is one thing the audit reports.
 type Finding struct {
@@ -47,42 +41,71 @@ const (
 	checkOrdering        = "istio-injector-first"
 )
 
-func auditCommand(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
-	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig (default: KUBECONFIG, then ~/.kube/config)")
-	webhookName := fs.String("webhook-configuration-name", "00-meshrole", "name of meshrole's MutatingWebhookConfiguration")
-	output := fs.String("o", "table", "output: table or json")
-	fs.SetOutput(stdout)
-	if err := fs.Parse(args); err != nil {
+func init() { addSubcommand(NewAuditCommand) }
+
+// auditOptions are audit's flags.
+type auditOptions struct {
+	webhookName   string
+	allNamespaces bool
+	output        structuredOutput
+}
+
+// NewAuditCommand is `kubectl meshrole audit`.
+func NewAuditCommand(streams genericiooptions.IOStreams, configFlags *genericclioptions.ConfigFlags) *cobra.Command {
+	var o auditOptions
+	cmd := &cobra.Command{
+		Use:   "audit [-n NAMESPACE | -A] [--webhook-configuration-name NAME] [-o table|json|yaml]",
+		Short: "Against a live cluster: where meshrole's traps still are; exits 1 on findings",
+		Long: `Against the cluster of the current kubeconfig context (--kubeconfig, --context, --as, ...):
+StatefulSets behind headless Services whose pods run istio-proxy, pods whose Istio keys
+disagree with the policy that now matches them (recreate them), BypassPorts peers whose
+clients do not exclude those ports, and an Istio injector ordered before meshrole.
+
+It looks at every namespace labelled meshrole.io/enabled=true (-A, the default), or
+only at the namespace of -n. The injector order is cluster-wide and always checked.
+Exits 1 when there are findings.`,
+		Example: `  kubectl meshrole audit
+  kubectl meshrole audit -n shop --context prod -o yaml
+  kubectl meshrole audit --as jane --as-group team-shop -n shop`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.run(cmd.Context(), streams, configFlags)
+		},
+	}
+	cmd.Flags().StringVar(&o.webhookName, "webhook-configuration-name", "00-meshrole", "name of meshrole's MutatingWebhookConfiguration")
+	cmd.Flags().BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "audit every enabled namespace (the default without -n)")
+	o.output.addFlags(cmd)
+	return cmd
+}
+
+func (o *auditOptions) run(ctx context.Context, streams genericiooptions.IOStreams, configFlags *genericclioptions.ConfigFlags) error {
+	if err := o.output.validate(); err != nil {
 		return err
 	}
-	if *output != "table" && *output != "json" {
-		return fmt.Errorf("-o %s: use table or json", *output)
+	namespace := explicitNamespace(configFlags)
+	if o.allNamespaces && namespace != "" {
+		return fmt.Errorf("-n %s and -A: pass one of them", namespace)
 	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = *kubeconfig
-	config, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	c, err := newClient(configFlags)
 	if err != nil {
-		return fmt.Errorf("loading kubeconfig: %w", err)
-	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return err
 	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		return err
-	}
-	c, err := client.New(config, client.Options{Scheme: scheme})
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	findings, err := audit(ctx, c, *webhookName)
+	scope := auditScope{webhookName: o.webhookName, namespace: namespace, warnings: streams.ErrOut}
+	findings, err := audit(ctx, c, scope)
 	if err != nil {
 		return err
 	}
-	if err := renderFindings(stdout, *output, findings); err != nil {
+	if o.output.format == "table" {
+		err = renderFindings(streams.Out, findings)
+	} else {
+		if findings == nil {
+			findings = []Finding{}
+		}
+		err = o.output.print(streams.Out, findings)
+	}
+	if err != nil {
 		return err
 	}
 	if len(findings) > 0 {
@@ -91,23 +114,32 @@ func auditCommand(args []string, stdout io.Writer) error {
 	return nil
 }
 
+// auditScope is what one audit looks at.
+type auditScope struct {
+	webhookName string
+	// namespace limits the audit to one namespace; "" is every enabled one.
+	namespace string
+	// warnings receives what the audit could not look at, and why.
+	warnings io.Writer
+}
+
 // audit looks, in a live cluster, for the places that still carry the
 // trap meshrole exists to remove.
-func audit(ctx context.Context, c client.Reader, webhookName string) ([]Finding, error) {
+func audit(ctx context.Context, c client.Reader, scope auditScope) ([]Finding, error) {
 	var findings []Finding
 
 	var configs admissionregistrationv1.MutatingWebhookConfigurationList
 	if err := c.List(ctx, &configs); err != nil {
 		return nil, fmt.Errorf("listing mutating webhook configurations: %w", err)
 	}
-	for _, name := range mutate.IstioInjectorsBefore(webhookName, configs.Items) {
+	for _, name := range mutate.IstioInjectorsBefore(scope.webhookName, configs.Items) {
 		findings = append(findings, Finding{checkOrdering, "MutatingWebhookConfiguration/" + name,
-			fmt.Sprintf("sorts before %s, so Istio injects before meshrole's verdict: rename meshrole's configuration", webhookName)})
+			fmt.Sprintf("sorts before %s, so Istio injects before meshrole's verdict: rename meshrole's configuration", scope.webhookName)})
 	}
 
 	store := policy.NewStore()
 	var namespaced v1alpha1.MeshRolePolicyList
-	if err := c.List(ctx, &namespaced); err != nil {
+	if err := c.List(ctx, &namespaced, client.InNamespace(scope.namespace)); err != nil {
 		return nil, fmt.Errorf("listing MeshRolePolicies: %w", err)
 	}
 	for i := range namespaced.Items {
@@ -121,18 +153,39 @@ func audit(ctx context.Context, c client.Reader, webhookName string) ([]Finding,
 		store.SetClusterMeshRolePolicy(&cluster.Items[i])
 	}
 
-	var namespaces corev1.NamespaceList
-	if err := c.List(ctx, &namespaces, client.MatchingLabels{policy.EnabledNamespaceLabel: "true"}); err != nil {
-		return nil, fmt.Errorf("listing namespaces: %w", err)
+	namespaces, err := enabledNamespaces(ctx, c, scope)
+	if err != nil {
+		return nil, err
 	}
-	for i := range namespaces.Items {
-		f, err := auditNamespace(ctx, c, store, &namespaces.Items[i])
+	for i := range namespaces {
+		f, err := auditNamespace(ctx, c, store, &namespaces[i])
 		if err != nil {
 			return nil, err
 		}
 		findings = append(findings, f...)
 	}
 	return findings, nil
+}
+
+// enabledNamespaces are the namespaces of the scope that the webhook sees.
+func enabledNamespaces(ctx context.Context, c client.Reader, scope auditScope) ([]corev1.Namespace, error) {
+	if scope.namespace == "" {
+		var list corev1.NamespaceList
+		if err := c.List(ctx, &list, client.MatchingLabels{policy.EnabledNamespaceLabel: "true"}); err != nil {
+			return nil, fmt.Errorf("listing namespaces: %w", err)
+		}
+		return list.Items, nil
+	}
+	var ns corev1.Namespace
+	if err := c.Get(ctx, client.ObjectKey{Name: scope.namespace}, &ns); err != nil {
+		return nil, fmt.Errorf("reading namespace %s: %w", scope.namespace, err)
+	}
+	if ns.Labels[policy.EnabledNamespaceLabel] != "true" {
+		_, _ = fmt.Fprintf(scope.warnings, "Warning: namespace %s is not labelled %s=true: the webhook never sees its pods, so only the injector order is audited\n",
+			ns.Name, policy.EnabledNamespaceLabel)
+		return nil, nil
+	}
+	return []corev1.Namespace{ns}, nil
 }
 
 func auditNamespace(ctx context.Context, c client.Reader, store *policy.Store, ns *corev1.Namespace) ([]Finding, error) {
@@ -214,15 +267,8 @@ func auditNamespace(ctx context.Context, c client.Reader, store *policy.Store, n
 	return findings, nil
 }
 
-func renderFindings(w io.Writer, format string, findings []Finding) error {
-	if format == "json" {
-		if findings == nil {
-			findings = []Finding{}
-		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(findings)
-	}
+// renderFindings is audit's table.
+func renderFindings(w io.Writer, findings []Finding) error {
 	if len(findings) == 0 {
 		_, err := fmt.Fprintln(w, "no findings")
 		return err

@@ -3,23 +3,21 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
-	"strings"
 	"text/tabwriter"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/spf13/cobra"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
-	"sigs.k8s.io/yaml"
 
 	"github.com/meshrole/meshrole/pkg/mutate"
 	"github.com/meshrole/meshrole/pkg/policy"
@@ -62,25 +60,56 @@ type Change struct {
 	After  *string `json:"after,omitempty"`
 }
 
-func explainCommand(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
-	var files stringList
-	fs.Var(&files, "f", "a file of policies and workloads (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, Namespace); repeatable, - for stdin")
-	namespace := fs.String("namespace", "default", "namespace of objects that name none")
-	nsLabelsFlag := fs.String("namespace-labels", "", "labels of the namespace, k=v,k2=v2 (default: from a Namespace in the files, else meshrole.io/enabled=true)")
-	output := fs.String("o", "table", "output: table, json or yaml")
-	fs.SetOutput(stdout)
-	if err := fs.Parse(args); err != nil {
+func init() { addSubcommand(NewExplainCommand) }
+
+// explainOptions are explain's flags.
+type explainOptions struct {
+	files           fileFlags
+	namespaceLabels string
+	output          structuredOutput
+}
+
+// NewExplainCommand is `kubectl meshrole explain`.
+func NewExplainCommand(streams genericiooptions.IOStreams, configFlags *genericclioptions.ConfigFlags) *cobra.Command {
+	var o explainOptions
+	cmd := &cobra.Command{
+		Use:   "explain -f FILE [-f FILE ...] [-n NAMESPACE] [--namespace-labels k=v,...] [-o table|json|yaml]",
+		Short: "Offline: what the webhook would do to the pods of the workloads in the files",
+		Long: `Offline: for each Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob
+in the files, which policies match its pods, which wins, and the exact labels and
+annotations the webhook would write. Objects that name no namespace are decided in
+the namespace of -n (else the current context's, else default).`,
+		Example: `  kubectl meshrole explain -f policy.yaml -f deployment.yaml -n shop
+  kubectl meshrole explain -R -f manifests/ -o yaml
+  helm template my-app ./chart | kubectl meshrole explain -f - -f policy.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return o.run(streams.Out, configFlags)
+		},
+	}
+	o.files.addFlags(cmd, "a file of policies and workloads (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, Namespace)")
+	cmd.Flags().StringVar(&o.namespaceLabels, "namespace-labels", "", "labels of the namespace, k=v,k2=v2 (default: from a Namespace in the files, else meshrole.io/enabled=true)")
+	o.output.addFlags(cmd)
+	return cmd
+}
+
+func (o *explainOptions) run(stdout io.Writer, configFlags *genericclioptions.ConfigFlags) error {
+	if err := o.output.validate(); err != nil {
 		return err
 	}
-	if len(files) == 0 {
-		return errors.New("explain needs at least one -f file")
+	var flagLabels map[string]string
+	if o.namespaceLabels != "" {
+		set, err := labels.ConvertSelectorToLabelsMap(o.namespaceLabels)
+		if err != nil {
+			return fmt.Errorf("--namespace-labels: %w", err)
+		}
+		flagLabels = set
 	}
-	if *output != "table" && *output != "json" && *output != "yaml" {
-		return fmt.Errorf("-o %s: use table, json or yaml", *output)
+	namespace, err := offlineNamespace(configFlags)
+	if err != nil {
+		return err
 	}
-
-	docs, err := readFiles(files)
+	docs, err := o.files.read("explain")
 	if err != nil {
 		return err
 	}
@@ -89,7 +118,7 @@ func explainCommand(args []string, stdout io.Writer) error {
 	namespaceLabels := map[string]map[string]string{}
 	var workloads []policy.Document
 	for _, doc := range docs {
-		isPolicy, err := store.Add(doc, *namespace)
+		isPolicy, err := store.Add(doc, namespace)
 		if err != nil {
 			return err
 		}
@@ -105,14 +134,6 @@ func explainCommand(args []string, stdout io.Writer) error {
 			workloads = append(workloads, doc)
 		}
 	}
-	var flagLabels map[string]string
-	if *nsLabelsFlag != "" {
-		set, err := labels.ConvertSelectorToLabelsMap(*nsLabelsFlag)
-		if err != nil {
-			return fmt.Errorf("--namespace-labels: %w", err)
-		}
-		flagLabels = set
-	}
 	labelsOf := func(ns string) map[string]string {
 		if flagLabels != nil {
 			return flagLabels
@@ -125,7 +146,7 @@ func explainCommand(args []string, stdout io.Writer) error {
 
 	var out []Explanation
 	for _, doc := range workloads {
-		e, ok, err := explain(doc, *namespace, store, labelsOf)
+		e, ok, err := explain(doc, namespace, store, labelsOf)
 		if err != nil {
 			return err
 		}
@@ -133,7 +154,10 @@ func explainCommand(args []string, stdout io.Writer) error {
 			out = append(out, e)
 		}
 	}
-	return render(stdout, *output, out)
+	if o.output.format != "table" {
+		return o.output.print(stdout, out)
+	}
+	return renderExplanations(stdout, out)
 }
 
 // explain runs one workload's pod through the very handler the webhook
@@ -298,50 +322,9 @@ func podOf(doc policy.Document) (pod podTemplate, name, namespace string, ok boo
 	return pod, name, namespace, true, nil
 }
 
-// readFiles reads the documents of every -f file, in order.
-func readFiles(paths []string) ([]policy.Document, error) {
-	var docs []policy.Document
-	for _, path := range paths {
-		d, err := readFile(path)
-		if err != nil {
-			return nil, err
-		}
-		docs = append(docs, d...)
-	}
-	return docs, nil
-}
-
-func readFile(path string) ([]policy.Document, error) {
-	var r io.Reader = os.Stdin
-	if path != "-" {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer func() { _ = f.Close() }()
-		r = f
-	}
-	docs, err := policy.ReadDocuments(r)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return docs, nil
-}
-
-func render(w io.Writer, format string, out []Explanation) error {
-	switch format {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
-	case "yaml":
-		b, err := yaml.Marshal(out)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(b)
-		return err
-	}
+// renderExplanations is explain's table: one line per workload, then each
+// workload's matches and changes.
+func renderExplanations(w io.Writer, out []Explanation) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	_, _ = fmt.Fprintln(tw, "WORKLOAD\tNAMESPACE\tROLE\tPOLICY\tENTRY\tCHANGES")
 	for _, e := range out {
@@ -391,8 +374,3 @@ func orDash(s string) string {
 	}
 	return s
 }
-
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }

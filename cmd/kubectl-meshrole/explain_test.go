@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -27,10 +28,11 @@ func TestExplainGolden(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var out bytes.Buffer
-			if err := run(tt.args, &out); err != nil {
-				t.Fatal(err)
+			r := runPlugin("", tt.args...)
+			if r.code != 0 {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
 			}
+			out := bytes.NewBufferString(r.stdout)
 			golden := filepath.Join("testdata", tt.name+".golden")
 			if *update {
 				if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
@@ -48,17 +50,27 @@ func TestExplainGolden(t *testing.T) {
 	}
 }
 
+// Errors exit 2 and say what is wrong on stderr.
 func TestExplainErrors(t *testing.T) {
-	for _, args := range [][]string{
-		{},
-		{"frobnicate"},
-		{"explain"},
-		{"explain", "-f", "testdata/does-not-exist.yaml"},
-		{"explain", "-f", "testdata/mixed.yaml", "-o", "xml"},
-		{"explain", "-f", "testdata/mixed.yaml", "--namespace-labels", "=broken"},
+	for _, tt := range []struct {
+		args   []string
+		stderr string
+	}{
+		{nil, ""},
+		{[]string{"frobnicate"}, `unknown command "frobnicate" for "kubectl meshrole"`},
+		{[]string{"explain"}, "explain needs at least one -f file"},
+		{[]string{"explain", "-f", "testdata/does-not-exist.yaml"}, "testdata/does-not-exist.yaml"},
+		{[]string{"explain", "-f", "testdata/mixed.yaml", "-o", "xml"}, "-o xml: use one of table, json, yaml"},
+		{[]string{"explain", "-f", "testdata/mixed.yaml", "--namespace-labels", "=broken"}, "--namespace-labels"},
+		{[]string{"explain", "-f", "testdata/mixed.yaml", "--no-such-flag"}, "unknown flag: --no-such-flag\nSee 'kubectl meshrole explain --help' for usage"},
+		{[]string{"explain", "-f", "testdata/mixed.yaml", "--context", "nowhere"}, "context was not found for specified context: nowhere"},
 	} {
-		if err := run(args, &bytes.Buffer{}); err == nil {
-			t.Errorf("run(%q) succeeded, want an error", args)
+		r := runPlugin("", tt.args...)
+		if r.code != 2 || !strings.Contains(r.stderr, tt.stderr) {
+			t.Errorf("%q: exit %d, stderr %q; want exit 2 and %q", tt.args, r.code, r.stderr, tt.stderr)
 		}
+	}
+	if r := runPlugin(""); !strings.Contains(r.stdout, "Available Commands:") {
+		t.Errorf("kubectl meshrole without a command prints no usage:\n%s", r.stdout)
 	}
 }

@@ -1,66 +1,102 @@
 // Command kubectl-meshrole is meshrole's kubectl plugin:
 //
-//	kubectl meshrole explain -f policy.yaml -f workload.yaml
-//	kubectl meshrole native -f policy.yaml
+//	kubectl meshrole explain -f policy.yaml -f workload.yaml -n shop
+//	kubectl meshrole audit --context prod
+//	kubectl meshrole native -f policy.yaml -o yaml
 //
 // explain shows, offline, what the webhook would do to a workload's pods,
 // by running them through the very engine and handler the webhook serves;
-// native prints what native mode would generate, with the server's compiler.
+// audit looks for meshrole's traps in a live cluster; native prints what
+// native mode would generate, with the server's compiler.
+//
+// The command line is kubectl's own: cobra commands, k8s.io/cli-runtime's
+// ConfigFlags for every kubeconfig flag (--kubeconfig, --context, -n, --as,
+// ...), its printers for Kubernetes objects and its resource.Builder for -f.
 package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 )
 
-const usage = `kubectl meshrole: what meshrole's policies do to your workloads.
+// errFindings makes the command exit 1 when audit found something.
+var errFindings = errors.New("findings")
 
-Commands:
-  explain -f FILE [-f FILE ...] [--namespace NS] [--namespace-labels k=v,...] [-o table|json|yaml]
-      Offline: for each Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob
-      in the files, which policies match its pods, which wins, and the exact labels and
-      annotations the webhook would write.
-  audit [--kubeconfig FILE] [--webhook-configuration-name NAME] [-o table|json]
-      Against a live cluster: StatefulSets behind headless Services whose pods run istio-proxy,
-      pods whose Istio keys disagree with the policy that now matches them (recreate them),
-      BypassPorts peers whose clients do not exclude those ports, and an Istio injector
-      ordered before meshrole. Exits 1 when there are findings.
-  native -f FILE [-f FILE ...] [--namespace NS] [--excluded-namespaces NS,...]
-      Offline: the MutatingAdmissionPolicies and bindings native mode would keep for the
-      policies in the files (the server's own compiler), and the policies it would refuse.
-`
+// errNoCommand keeps the exit code of a bare `kubectl meshrole`: usage, then 2.
+var errNoCommand = errors.New("no command given")
+
+// A subcommand is one file: its NewXCommand constructor, registered from that
+// file's init with addSubcommand.
+type newSubcommand func(genericiooptions.IOStreams, *genericclioptions.ConfigFlags) *cobra.Command
+
+var subcommands []newSubcommand
+
+func addSubcommand(c newSubcommand) { subcommands = append(subcommands, c) }
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout); err != nil {
-		switch {
-		case errors.Is(err, errFindings):
-			os.Exit(1)
-		case !errors.Is(err, flag.ErrHelp):
-			fmt.Fprintln(os.Stderr, "kubectl-meshrole:", err)
-		}
-		os.Exit(2)
-	}
+	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
+	os.Exit(exitCode(execute(os.Args[1:], streams), streams.ErrOut))
 }
 
-func run(args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		_, _ = fmt.Fprint(stdout, usage)
-		return errors.New("no command given")
+// execute runs the plugin with args as kubectl would pass them.
+func execute(args []string, streams genericiooptions.IOStreams) error {
+	root := NewRootCommand(streams)
+	root.SetArgs(args)
+	return root.Execute()
+}
+
+// exitCode is 0 on success, 1 when audit has findings, and 2 (after saying
+// why on stderr) for anything else.
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errFindings):
+		return 1
+	case errors.Is(err, errNoCommand):
+		return 2
 	}
-	switch args[0] {
-	case "explain":
-		return explainCommand(args[1:], stdout)
-	case "audit":
-		return auditCommand(args[1:], stdout)
-	case "native":
-		return nativeCommand(args[1:], stdout)
-	case "help", "-h", "--help":
-		_, _ = fmt.Fprint(stdout, usage)
-		return nil
-	default:
-		return fmt.Errorf("unknown command %q; run kubectl meshrole help", args[0])
+	_, _ = fmt.Fprintln(stderr, "kubectl-meshrole:", err)
+	return 2
+}
+
+// NewRootCommand is `kubectl meshrole` with every subcommand and kubectl's
+// kubeconfig flags on all of them.
+func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	configFlags := genericclioptions.NewConfigFlags(true)
+	root := &cobra.Command{
+		Use:   "kubectl-meshrole",
+		Short: "What meshrole's policies do to your workloads",
+		Long: `kubectl meshrole: what meshrole's policies do to your workloads.
+
+explain and native are offline: they read -f files (files, directories with -R,
+- for stdin) and decide in the namespace of -n (else the context's, else default).
+audit reads the cluster of the current kubeconfig context (--context, --as, ...).`,
+		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl meshrole"},
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_ = cmd.Help()
+			return errNoCommand
+		},
 	}
+	root.SetIn(streams.In)
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+	configFlags.AddFlags(root.PersistentFlags())
+	registerKubeconfigCompletions(root, configFlags)
+	// A flag error names the command's help, as kubectl does.
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return fmt.Errorf("%w\nSee '%s --help' for usage", err, cmd.CommandPath())
+	})
+	for _, newCommand := range subcommands {
+		root.AddCommand(newCommand(streams, configFlags))
+	}
+	return root
 }

@@ -10,10 +10,11 @@ import (
 // The plugin prints exactly what pkg/native's golden pins for the same
 // policies: one compiler, and the refusals on top.
 func TestNativePrintsTheServersObjects(t *testing.T) {
-	var out bytes.Buffer
-	if err := run([]string{"native", "-f", "../../pkg/native/testdata/policies.yaml", "--excluded-namespaces", "kube-system,meshrole-system"}, &out); err != nil {
-		t.Fatal(err)
+	r := runPlugin("", "native", "-f", "../../pkg/native/testdata/policies.yaml", "--excluded-namespaces", "kube-system,meshrole-system")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
+	out := bytes.NewBufferString(r.stdout)
 	want, err := os.ReadFile("../../pkg/native/testdata/policies.yaml.native")
 	if err != nil {
 		t.Fatal(err)
