@@ -111,3 +111,8 @@ test: verify-generated fmt-check vet lint unit fuzz e2e istio install
 .PHONY: help
 help:
 	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## //'
+
+## compat: the Istio suite against every Istio version in test/istio/injectors/versions.txt, each injector built from its own module (test/istio/injectors/gen.sh), on the control plane in MESHROLE_K8S_BIN (default bin/k8s); writes docs/compatibility.md.
+.PHONY: compat
+compat: testenv build
+	cd test/istio && MESHROLE_K8S_BIN=$${MESHROLE_K8S_BIN:-$(K8S_BIN)} MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go run ./cmd/compat -out $(CURDIR)/docs/compatibility.md
