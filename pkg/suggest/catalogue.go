@@ -58,7 +58,7 @@ type PortSpec struct {
 	// AlsoDials are ports a client dials on its own once it dials this one
 	// (Nacos 2 clients open gRPC on the main port + 1000).
 	AlsoDials []int32  `json:"alsoDials,omitempty"`
-	Docs     []string `json:"docs"`
+	Docs      []string `json:"docs"`
 }
 
 // LoadCatalogue parses and checks a catalogue in the format of catalogue.yaml.
