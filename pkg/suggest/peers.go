@@ -82,7 +82,9 @@ func matchSystem(w *workload, sys *System, services []*corev1.Service, declared 
 	byNumber := 0
 	for i, spec := range sys.PeerPorts {
 		found, number := findPort(spec, declared, identified)
-		if i == 0 && len(found) == 0 && sys.BusPortOffset > 0 {
+		// Any two ports can differ by the offset: the pair counts only once
+		// the image or configuration names the system.
+		if i == 0 && len(found) == 0 && sys.BusPortOffset > 0 && identified {
 			found, number = findBusPort(spec, declared, sys.BusPortOffset), true
 		}
 		if len(found) == 0 {

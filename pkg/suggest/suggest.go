@@ -76,7 +76,7 @@ func Suggest(inv *Inventory, opts Options) ([]Finding, error) {
 		}
 	}
 
-	place(findings, workloads, inv.MeshRolePolicies)
+	place(findings, workloads, inv.MeshRolePolicies, inv.namespaceLabels())
 	slices.SortStableFunc(findings, compareFindings)
 	return findings, nil
 }
@@ -213,7 +213,7 @@ func agreement(f Finding, w *v1alpha1.Workload) (bool, string) {
 // place puts every Peer finding, and every Client finding with ports to
 // exclude, in its namespace's suggested policy, with a selector for the
 // workload's pods that picks no other workload there.
-func place(findings []Finding, workloads []*workload, existing []v1alpha1.MeshRolePolicy) {
+func place(findings []Finding, workloads []*workload, existing []v1alpha1.MeshRolePolicy, namespaceLabels func(string) map[string]string) {
 	byRef := map[WorkloadRef]*workload{}
 	byNamespace := map[string][]*workload{}
 	for _, w := range workloads {
@@ -250,6 +250,9 @@ func place(findings []Finding, workloads []*workload, existing []v1alpha1.MeshRo
 			continue
 		}
 		f.Selector, f.Policy, f.Note = selector, policyName(w.ref.Namespace), note
+		if namespaceLabels(w.ref.Namespace)[policy.EnabledNamespaceLabel] != "true" {
+			f.Note = strings.TrimPrefix(f.Note+"; ", "; ") + fmt.Sprintf("namespace %s is not labelled %s=true: the webhook leaves its pods alone until it is", w.ref.Namespace, policy.EnabledNamespaceLabel)
+		}
 	}
 }
 

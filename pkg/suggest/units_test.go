@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -236,5 +237,70 @@ func TestMarshalPoliciesIsApplyable(t *testing.T) {
 	docs, err := policy.ReadDocuments(strings.NewReader(string(out)))
 	if err != nil || len(docs) != 2 {
 		t.Fatalf("read back %d documents, err %v:\n%s", len(docs), err, out)
+	}
+}
+
+// TestConfidence builds one workload up signal by signal: peer ports alone
+// are low confidence and left out unless asked for; a headless Service or an
+// image makes them medium; both make them high.
+func TestConfidence(t *testing.T) {
+	replicas := int32(3)
+	sts := appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "coord", Namespace: "infra"},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "coord"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "coord"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "coord", Image: "registry.example.com/infra/coord:1",
+					Ports: []corev1.ContainerPort{{ContainerPort: 2181}, {ContainerPort: 2888}, {ContainerPort: 3888}},
+				}}},
+			},
+		},
+	}
+	headlessService := corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "coord-hs", Namespace: "infra"},
+		Spec:       corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: map[string]string{"app": "coord"}},
+	}
+	confidence := func(inv *Inventory, min Confidence) Confidence {
+		t.Helper()
+		findings, err := Suggest(inv, Options{MinConfidence: min})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(findings) == 0 {
+			return ""
+		}
+		if len(findings) != 1 || findings[0].System != "zookeeper" || findings[0].Kind != KindPeer {
+			t.Fatalf("want one zookeeper peer, got %+v", findings)
+		}
+		return findings[0].Confidence
+	}
+
+	inv := &Inventory{StatefulSets: []appsv1.StatefulSet{sts}}
+	if got := confidence(inv, ""); got != "" {
+		t.Errorf("ports alone, default threshold: got %q, want nothing", got)
+	}
+	if got := confidence(inv, Low); got != Low {
+		t.Errorf("ports alone, MinConfidence low: got %q, want low", got)
+	}
+	inv.Services = []corev1.Service{headlessService}
+	if got := confidence(inv, ""); got != Medium {
+		t.Errorf("ports and a headless Service: got %q, want medium", got)
+	}
+	inv.StatefulSets[0].Spec.Template.Spec.Containers[0].Image = "zookeeper:3.9"
+	if got := confidence(inv, ""); got != High {
+		t.Errorf("ports, a headless Service and the image: got %q, want high", got)
+	}
+	if got := confidence(inv, High); got != High {
+		t.Errorf("MinConfidence high: got %q, want high", got)
+	}
+	inv.Services = nil
+	if got := confidence(inv, High); got != "" {
+		t.Errorf("ports and the image, MinConfidence high: got %q, want nothing", got)
+	}
+	if _, err := Suggest(inv, Options{MinConfidence: "certain"}); err == nil {
+		t.Error("an unknown confidence was accepted")
 	}
 }
