@@ -32,8 +32,6 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/selection"
 
 	"github.com/meshrole/meshrole/pkg/policy"
 	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
@@ -280,14 +278,57 @@ func (c *compiler) spec(branches []policy.Scope, fallback *policy.Scope, exclude
 	if fallback != nil {
 		scopes = append(scopes, *fallback)
 	}
+	policies := usedPolicies(scopes)
+	vars, err := c.matchVariables(policies, scopes, branches, fallback != nil)
+	if err != nil {
+		return admissionregistrationv1.MutatingAdmissionPolicySpec{}, err
+	}
+	writeVars, labelWrites, annotationWrites := c.writeVariables(policies)
+	vars = append(vars, writeVars...)
+
+	failurePolicy := opts.FailurePolicy
+	if failurePolicy == "" {
+		failurePolicy = admissionregistrationv1.Fail
+	}
+	spec := admissionregistrationv1.MutatingAdmissionPolicySpec{
+		MatchConstraints: &admissionregistrationv1.MatchResources{
+			ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+				},
+			}},
+		},
+		MatchConditions: matchConditions(excluded),
+		Variables:       vars,
+		Mutations: []admissionregistrationv1.Mutation{{
+			PatchType: admissionregistrationv1.PatchTypeJSONPatch,
+			JSONPatch: &admissionregistrationv1.JSONPatch{Expression: patchExpression(labelWrites, annotationWrites)},
+		}},
+		FailurePolicy:      &failurePolicy,
+		ReinvocationPolicy: admissionregistrationv1.NeverReinvocationPolicy,
+	}
+	return spec, checkLengths(&spec)
+}
+
+// usedPolicies are the indexes of the policies any of the scopes uses, sorted.
+func usedPolicies(scopes []policy.Scope) []int {
 	used := map[int]bool{}
 	for _, sc := range scopes {
 		for _, i := range sc.Policies {
 			used[i] = true
 		}
 	}
-	policies := slices.Sorted(maps.Keys(used))
+	return slices.Sorted(maps.Keys(used))
+}
 
+func (c *compiler) isDryRun(i int) bool { return c.plan.Policies[i].Mode == v1alpha1.ModeDryRun }
+
+// matchVariables find the entry that decides the pod: the pod's labels and
+// annotations, each policy's first matching entry (p<i>), and from those,
+// by the pod's namespace, the winner (the first Enforce match in the
+// scope's order) and dryRun (the first match, when it is a DryRun one).
+func (c *compiler) matchVariables(policies []int, scopes, branches []policy.Scope, hasFallback bool) ([]admissionregistrationv1.Variable, error) {
 	vars := []admissionregistrationv1.Variable{
 		{Name: "labels", Expression: "has(object.metadata.labels) ? object.metadata.labels : {}"},
 		{Name: "annotations", Expression: "has(object.metadata.annotations) ? object.metadata.annotations : {}"},
@@ -301,21 +342,19 @@ func (c *compiler) spec(branches []policy.Scope, fallback *policy.Scope, exclude
 	for _, i := range policies {
 		expr, err := c.firstMatch(i)
 		if err != nil {
-			return admissionregistrationv1.MutatingAdmissionPolicySpec{}, err
+			return nil, err
 		}
 		vars = append(vars, admissionregistrationv1.Variable{Name: policyVar(i), Expression: expr})
 	}
 
-	// winner: the first Enforce match in the scope's order; dryRun: the
-	// first match, when it is a DryRun one. Flat lists rather than nested
-	// conditionals, so that no expression nests deeper with more policies.
-	isDryRun := func(i int) bool { return c.plan.Policies[i].Mode == v1alpha1.ModeDryRun }
+	// Flat lists rather than nested conditionals, so that no expression
+	// nests deeper with more policies.
 	var winners, dryRuns []string
 	for s, sc := range scopes {
 		var w, d []string
 		for _, i := range sc.Policies {
 			v := "variables." + policyVar(i)
-			if isDryRun(i) {
+			if c.isDryRun(i) {
 				d = append(d, fmt.Sprintf("%s >= 0 ? %d + %s : -1", v, c.firstID[i], v))
 			} else {
 				w = append(w, fmt.Sprintf("%s >= 0 ? %d + %s : -1", v, c.firstID[i], v))
@@ -329,84 +368,109 @@ func (c *compiler) spec(branches []policy.Scope, fallback *policy.Scope, exclude
 		winners = append(winners, fmt.Sprintf("variables.winners%[1]d.size() > 0 ? variables.winners%[1]d[0] : -1", s))
 		dryRuns = append(dryRuns, fmt.Sprintf("variables.firstMatches%[1]d.size() > 0 && variables.firstMatches%[1]d[0] >= 0 ? variables.firstMatches%[1]d[0] : -1", s))
 	}
-	vars = append(vars,
-		admissionregistrationv1.Variable{Name: "winner", Expression: byNamespace(branches, fallback != nil, winners)},
-		admissionregistrationv1.Variable{Name: "dryRun", Expression: byNamespace(branches, fallback != nil, dryRuns)},
-	)
+	return append(vars,
+		admissionregistrationv1.Variable{Name: "winner", Expression: byNamespace(branches, hasFallback, winners)},
+		admissionregistrationv1.Variable{Name: "dryRun", Expression: byNamespace(branches, hasFallback, dryRuns)},
+	), nil
+}
 
-	// One JSON patch writes everything: an ApplyConfiguration mutation is
-	// merged into the pod through its schema, which costs the API server
-	// several milliseconds per mutation. Each key's value is a variable, optional.none()
-	// when the pod gets nothing for it, chosen by the winner (or the DryRun
-	// match) through a balanced tree of conditionals, so that no expression
-	// nests deeper than log2 of the entries.
+// write is one key the pod may get, and the variable that holds the
+// optional string to write for it.
+type write struct{ key, value string }
+
+// writeVariables decide what the pod gets, given the winner (or the DryRun
+// match): each key's value is a variable, optional.none() when the pod gets
+// nothing for it, chosen through a balanced tree of conditionals, so that
+// no expression nests deeper than log2 of the entries.
+func (c *compiler) writeVariables(policies []int) (vars []admissionregistrationv1.Variable, labelWrites, annotationWrites []write) {
 	var winnable, dryRunnable []int
 	for _, i := range policies {
 		for k := range c.plan.Policies[i].Entries {
-			if isDryRun(i) {
+			if c.isDryRun(i) {
 				dryRunnable = append(dryRunnable, c.firstID[i]+k)
 			} else {
 				winnable = append(winnable, c.firstID[i]+k)
 			}
 		}
 	}
-	// Every key the pod may get, with the optional string to write.
-	type write struct{ key, value string }
-	var labelWrites, annotationWrites []write
-	keyWrites := func(kind string, keyOf func(e *policy.PlannedEntry) map[string]string) []write {
-		keys := map[string]bool{}
-		for _, id := range winnable {
-			for k := range keyOf(c.entries[id]) {
-				keys[k] = true
-			}
-		}
-		var out []write
-		for n, key := range slices.Sorted(maps.Keys(keys)) {
-			name := fmt.Sprintf("%s%d", kind, n)
-			vars = append(vars, admissionregistrationv1.Variable{Name: name, Expression: choose("variables.winner", winnable, func(id int) string {
-				if v, ok := keyOf(c.entries[id])[key]; ok {
-					return "optional.of(" + quote(v) + ")"
-				}
-				return "optional.none()"
-			}, "optional.none()")})
-			out = append(out, write{key, "variables." + name})
-		}
-		return out
+	collect := func(v []admissionregistrationv1.Variable, w []write) []write {
+		vars = append(vars, v...)
+		return w
 	}
-	labelWrites = keyWrites("label", func(e *policy.PlannedEntry) map[string]string { return e.Effect.Labels })
-	annotationWrites = keyWrites("annotation", func(e *policy.PlannedEntry) map[string]string { return e.Effect.Annotations })
+	labelWrites = collect(c.keyWrites("label", winnable, func(e *policy.PlannedEntry) map[string]string { return e.Effect.Labels }))
+	annotationWrites = collect(c.keyWrites("annotation", winnable, func(e *policy.PlannedEntry) map[string]string { return e.Effect.Annotations }))
+	annotationWrites = append(annotationWrites, collect(c.conflictWrites(winnable))...)
+	annotationWrites = append(annotationWrites, collect(c.dryRunWrites(dryRunnable))...)
+	annotationWrites = append(annotationWrites, collect(c.portWrites(winnable))...)
+	return vars, labelWrites, annotationWrites
+}
 
-	// Conflicts: which entries tie with the winner depends only on the winner.
+// keyWrites are the keys any winnable entry writes into one map (kind is
+// "label" or "annotation"), each with the variable <kind><n> that holds its
+// value for the winner.
+func (c *compiler) keyWrites(kind string, winnable []int, keyOf func(e *policy.PlannedEntry) map[string]string) ([]admissionregistrationv1.Variable, []write) {
+	keys := map[string]bool{}
+	for _, id := range winnable {
+		for k := range keyOf(c.entries[id]) {
+			keys[k] = true
+		}
+	}
+	var vars []admissionregistrationv1.Variable
+	var writes []write
+	for n, key := range slices.Sorted(maps.Keys(keys)) {
+		name := fmt.Sprintf("%s%d", kind, n)
+		vars = append(vars, admissionregistrationv1.Variable{Name: name, Expression: choose("variables.winner", winnable, func(id int) string {
+			if v, ok := keyOf(c.entries[id])[key]; ok {
+				return "optional.of(" + quote(v) + ")"
+			}
+			return "optional.none()"
+		}, "optional.none()")})
+		writes = append(writes, write{key, "variables." + name})
+	}
+	return vars, writes
+}
+
+// conflictWrites write the conflict annotation: which entries tie with the
+// winner depends only on the winner.
+func (c *compiler) conflictWrites(winnable []int) ([]admissionregistrationv1.Variable, []write) {
 	var conflicted []int
 	for _, id := range winnable {
 		if len(c.entries[id].Conflicts) > 0 {
 			conflicted = append(conflicted, id)
 		}
 	}
-	if len(conflicted) > 0 {
-		vars = append(vars,
-			admissionregistrationv1.Variable{Name: "conflicts", Expression: choose("variables.winner", conflicted, func(id int) string {
-				refs := c.entries[id].Conflicts
-				parts := make([]string, len(refs))
-				for n, ref := range refs {
-					other := &c.plan.Policies[ref.Policy].Entries[ref.Entry]
-					parts[n] = fmt.Sprintf("variables.%s == %d ? %s : ''", policyVar(ref.Policy), ref.Entry, quote(other.ConflictText))
-				}
-				return "[" + strings.Join(parts, ", ") + "].filter(s, s != '')"
-			}, "[]")},
-			admissionregistrationv1.Variable{Name: "conflict",
-				Expression: "variables.conflicts.size() > 0 ? optional.of(variables.conflicts.join(',')) : optional.none()"},
-		)
-		annotationWrites = append(annotationWrites, write{policy.ConflictAnnotation, "variables.conflict"})
+	if len(conflicted) == 0 {
+		return nil, nil
 	}
-	if len(dryRunnable) > 0 {
-		vars = append(vars, admissionregistrationv1.Variable{Name: "dryRunReport", Expression: choose("variables.dryRun", dryRunnable, func(id int) string {
-			return "optional.of(" + quote(c.entries[id].DryRunReport) + ")"
-		}, "optional.none()")})
-		annotationWrites = append(annotationWrites, write{policy.DryRunAnnotation, "variables.dryRunReport"})
-	}
+	return []admissionregistrationv1.Variable{
+		{Name: "conflicts", Expression: choose("variables.winner", conflicted, func(id int) string {
+			refs := c.entries[id].Conflicts
+			parts := make([]string, len(refs))
+			for n, ref := range refs {
+				other := &c.plan.Policies[ref.Policy].Entries[ref.Entry]
+				parts[n] = fmt.Sprintf("variables.%s == %d ? %s : ''", policyVar(ref.Policy), ref.Entry, quote(other.ConflictText))
+			}
+			return "[" + strings.Join(parts, ", ") + "].filter(s, s != '')"
+		}, "[]")},
+		{Name: "conflict", Expression: "variables.conflicts.size() > 0 ? optional.of(variables.conflicts.join(',')) : optional.none()"},
+	}, []write{{policy.ConflictAnnotation, "variables.conflict"}}
+}
 
-	// Port lists, merged as sets into what the pod already has.
+// dryRunWrites write the DryRun match's report.
+func (c *compiler) dryRunWrites(dryRunnable []int) ([]admissionregistrationv1.Variable, []write) {
+	if len(dryRunnable) == 0 {
+		return nil, nil
+	}
+	return []admissionregistrationv1.Variable{{Name: "dryRunReport", Expression: choose("variables.dryRun", dryRunnable, func(id int) string {
+		return "optional.of(" + quote(c.entries[id].DryRunReport) + ")"
+	}, "optional.none()")}}, []write{{policy.DryRunAnnotation, "variables.dryRunReport"}}
+}
+
+// portWrites write the winner's port lists, merged as sets into what the
+// pod already has.
+func (c *compiler) portWrites(winnable []int) ([]admissionregistrationv1.Variable, []write) {
+	var vars []admissionregistrationv1.Variable
+	var writes []write
 	for n, key := range []string{policy.IstioExcludeInboundPorts, policy.IstioExcludeOutboundPorts} {
 		var withPorts []int
 		for _, id := range winnable {
@@ -426,14 +490,17 @@ func (c *compiler) spec(branches []policy.Scope, fallback *policy.Scope, exclude
 			}
 			return "[" + strings.Join(list, ", ") + "]"
 		}, "[]"))...)
-		annotationWrites = append(annotationWrites, write{key, "variables." + prefix + "Merged"})
+		writes = append(writes, write{key, "variables." + prefix + "Merged"})
 	}
+	return vars, writes
+}
 
-	// One JSON patch writes everything: an ApplyConfiguration mutation is
-	// merged into the pod through its schema, which costs the API server
-	// milliseconds per mutation. JSONPatch values exist only in a mutation's
-	// expression, not in variables. An "add" also replaces; the map a key
-	// goes into must exist first.
+// patchExpression is one JSON patch that writes everything: an
+// ApplyConfiguration mutation is merged into the pod through its schema,
+// which costs the API server milliseconds per mutation. JSONPatch values
+// exist only in a mutation's expression, not in variables. An "add" also
+// replaces; the map a key goes into must exist first.
+func patchExpression(labelWrites, annotationWrites []write) string {
 	var ops []string
 	for _, field := range []struct {
 		name   string
@@ -442,59 +509,35 @@ func (c *compiler) spec(branches []policy.Scope, fallback *policy.Scope, exclude
 		if len(field.writes) == 0 {
 			continue
 		}
-		var any []string
-		for _, w := range field.writes {
-			any = append(any, w.value+".hasValue()")
+		hasValue := make([]string, len(field.writes))
+		for n, w := range field.writes {
+			hasValue[n] = w.value + ".hasValue()"
 		}
 		ops = append(ops, fmt.Sprintf("(!has(object.metadata.%s) && (%s) ? [JSONPatch{op: 'add', path: '/metadata/%s', value: {}}] : [])",
-			field.name, strings.Join(any, " || "), field.name))
+			field.name, strings.Join(hasValue, " || "), field.name))
 		for _, w := range field.writes {
-			path := "/metadata/" + field.name + "/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(w.key)
+			path := "/metadata/" + field.name + "/" + jsonPointerEscape(w.key)
 			ops = append(ops, fmt.Sprintf("(%[1]s.hasValue() ? [JSONPatch{op: 'add', path: %[2]s, value: %[1]s.value()}] : [])", w.value, quote(path)))
 		}
 	}
 	if len(ops) == 0 {
-		ops = []string{"[]"}
+		return "[]"
 	}
-	mutations := []admissionregistrationv1.Mutation{{
-		PatchType: admissionregistrationv1.PatchTypeJSONPatch,
-		JSONPatch: &admissionregistrationv1.JSONPatch{Expression: strings.Join(ops, " + ")},
-	}}
+	return strings.Join(ops, " + ")
+}
 
+// matchConditions leave alone pods Istio has already injected and the
+// namespaces with objects of their own, the latter in chunks that keep each
+// expression under the API server's limit.
+func matchConditions(excluded []string) []admissionregistrationv1.MatchCondition {
 	conditions := []admissionregistrationv1.MatchCondition{{Name: "not-injected-by-istio", Expression: notInjected}}
-	// The namespaces with objects of their own, in chunks that keep each
-	// expression under the API server's limit.
 	for n, chunk := range chunks(excluded, 2000) {
-		quoted := make([]string, len(chunk))
-		for j, ns := range chunk {
-			quoted[j] = quote(ns)
-		}
 		conditions = append(conditions, admissionregistrationv1.MatchCondition{
 			Name:       fmt.Sprintf("decided-elsewhere-%d", n),
-			Expression: "!(request.namespace in [" + strings.Join(quoted, ", ") + "])",
+			Expression: "!(request.namespace in " + stringList(chunk) + ")",
 		})
 	}
-
-	failurePolicy := opts.FailurePolicy
-	if failurePolicy == "" {
-		failurePolicy = admissionregistrationv1.Fail
-	}
-	spec := admissionregistrationv1.MutatingAdmissionPolicySpec{
-		MatchConstraints: &admissionregistrationv1.MatchResources{
-			ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
-				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
-				},
-			}},
-		},
-		MatchConditions:    conditions,
-		Variables:          vars,
-		Mutations:          mutations,
-		FailurePolicy:      &failurePolicy,
-		ReinvocationPolicy: admissionregistrationv1.NeverReinvocationPolicy,
-	}
-	return spec, checkLengths(&spec)
+	return conditions
 }
 
 // checkLengths refuses what the API server would refuse: an expression over
@@ -535,38 +578,6 @@ func chunks(list []string, n int) [][]string {
 	return out
 }
 
-// byNamespace picks, by the pod's namespace, one of the branches' values
-// (through a balanced tree of comparisons on the sorted names), else the
-// fallback's (the last value), else -1.
-func byNamespace(branches []policy.Scope, hasFallback bool, values []string) string {
-	fallback := "-1"
-	if hasFallback {
-		fallback = "(" + values[len(values)-1] + ")"
-	}
-	var tree func(lo, hi int) string
-	tree = func(lo, hi int) string {
-		switch hi - lo {
-		case 0:
-			return fallback
-		case 1:
-			return fmt.Sprintf("request.namespace == %s ? (%s) : %s", quote(branches[lo].Namespace), values[lo], fallback)
-		}
-		mid := (lo + hi) / 2
-		return fmt.Sprintf("request.namespace < %s ? (%s) : (%s)", quote(branches[mid].Namespace), tree(lo, mid), tree(mid, hi))
-	}
-	return tree(0, len(branches))
-}
-
-// notInjected mirrors the webhook: a pod Istio has already injected (its
-// proxy among the containers or init containers, or its status annotation)
-// gets nothing. With native mode this only happens to pods created already
-// injected (istioctl kube-inject), since policies run before every webhook.
-var notInjected = fmt.Sprintf(
-	"!(has(object.metadata.annotations) && %[1]s in object.metadata.annotations) && "+
-		"!object.spec.containers.exists(c, c.name == %[2]s) && "+
-		"!(has(object.spec.initContainers) && object.spec.initContainers.exists(c, c.name == %[2]s))",
-	quote(policy.IstioSidecarStatus), quote(policy.IstioProxyContainer))
-
 func policyVar(i int) string { return "p" + strconv.Itoa(i) }
 
 // firstMatch is the index of the policy's first workload entry whose
@@ -592,80 +603,3 @@ func (c *compiler) firstMatch(i int) (string, error) {
 	}
 	return fmt.Sprintf("!(%s) ? -1 : %s", ns, b.String()), nil
 }
-
-// portListMerge adds the winner's ports to a port-list annotation as a set,
-// like policy.MergePortList: existing entries keep their order, new ports
-// follow in ascending order, and a value Istio would not parse (anything but
-// comma-separated 16-bit unsigned integers) is left exactly as it is. The
-// variable <prefix>Merged is the value to write, or optional.none().
-func portListMerge(prefix, key, portsExpr string) []admissionregistrationv1.Variable {
-	k := quote(key)
-	return []admissionregistrationv1.Variable{
-		{Name: prefix, Expression: portsExpr},
-		{Name: prefix + "Existing", Expression: fmt.Sprintf(
-			"%[1]s in variables.annotations && variables.annotations[%[1]s].trim() != '' ? variables.annotations[%[1]s].split(',').map(s, s.trim()) : []", k)},
-		{Name: prefix + "Valid", Expression: fmt.Sprintf(
-			"variables.%sExisting.all(s, s.matches('^0*[0-9]{1,5}$') && int(s) <= 65535)", prefix)},
-		{Name: prefix + "Added", Expression: fmt.Sprintf(
-			"variables.%[1]s.filter(p, !variables.%[1]sExisting.exists(s, int(s) == p))", prefix)},
-		{Name: prefix + "Merged", Expression: fmt.Sprintf(
-			"variables.%[1]s.size() > 0 && variables.%[1]sValid && variables.%[1]sAdded.size() > 0 ? "+
-				"optional.of((variables.%[1]sExisting + variables.%[1]sAdded.map(p, string(p))).join(',')) : optional.none()", prefix)},
-	}
-}
-
-// choose is a balanced tree of conditionals on an int variable: the leaf of
-// the id it equals, else fallback. ids must be sorted.
-func choose(variable string, ids []int, leaf func(id int) string, fallback string) string {
-	switch len(ids) {
-	case 0:
-		return fallback
-	case 1:
-		return fmt.Sprintf("%s == %d ? %s : %s", variable, ids[0], leaf(ids[0]), fallback)
-	}
-	mid := len(ids) / 2
-	return fmt.Sprintf("%s < %d ? (%s) : (%s)", variable, ids[mid], choose(variable, ids[:mid], leaf, fallback), choose(variable, ids[mid:], leaf, fallback))
-}
-
-// selectorCEL is a label selector as a CEL condition over a map variable,
-// with labels.Selector's semantics: NotIn and != also match when the key is
-// absent; a selector that selects nothing is false.
-func selectorCEL(sel labels.Selector, m string) (string, error) {
-	reqs, selectable := sel.Requirements()
-	if !selectable {
-		return "false", nil
-	}
-	if len(reqs) == 0 {
-		return "true", nil
-	}
-	parts := make([]string, len(reqs))
-	for i, r := range reqs {
-		key := quote(r.Key())
-		values := r.ValuesUnsorted()
-		slices.Sort(values)
-		quoted := make([]string, len(values))
-		for j, v := range values {
-			quoted[j] = quote(v)
-		}
-		in := fmt.Sprintf("%s[%s] in [%s]", m, key, strings.Join(quoted, ", "))
-		if len(values) == 1 {
-			in = fmt.Sprintf("%s[%s] == %s", m, key, quoted[0])
-		}
-		switch r.Operator() {
-		case selection.In, selection.Equals, selection.DoubleEquals:
-			parts[i] = fmt.Sprintf("%s in %s && %s", key, m, in)
-		case selection.NotIn, selection.NotEquals:
-			parts[i] = fmt.Sprintf("(!(%s in %s) || !(%s))", key, m, in)
-		case selection.Exists:
-			parts[i] = fmt.Sprintf("%s in %s", key, m)
-		case selection.DoesNotExist:
-			parts[i] = fmt.Sprintf("!(%s in %s)", key, m)
-		default:
-			return "", fmt.Errorf("label selector operator %q has no CEL form", r.Operator())
-		}
-	}
-	return strings.Join(parts, " && "), nil
-}
-
-// quote is a CEL string literal; CEL's escapes are a superset of Go's.
-func quote(s string) string { return strconv.Quote(s) }

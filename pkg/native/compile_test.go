@@ -12,8 +12,6 @@ import (
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshrole/meshrole/pkg/policy"
@@ -266,42 +264,4 @@ func mustDoc(t *testing.T, y string) policy.Document {
 		t.Fatalf("reading %s: %v", y, err)
 	}
 	return docs[0]
-}
-
-func TestSelectorCEL(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		selector metav1.LabelSelector
-		want     string
-	}{
-		{"empty selects everything", metav1.LabelSelector{}, "true"},
-		{"matchLabels", metav1.LabelSelector{MatchLabels: map[string]string{"app": "eureka"}},
-			`"app" in m && m["app"] == "eureka"`},
-		{"In", metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: "In", Values: []string{"users", "orders"}}}},
-			`"app" in m && m["app"] in ["orders", "users"]`},
-		{"NotIn matches an absent key", metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tier", Operator: "NotIn", Values: []string{"db"}}}},
-			`(!("tier" in m) || !(m["tier"] == "db"))`},
-		{"Exists", metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "a/b", Operator: "Exists"}}},
-			`"a/b" in m`},
-		{"DoesNotExist", metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "x", Operator: "DoesNotExist"}}},
-			`!("x" in m)`},
-		{"requirements are ANDed in key order", metav1.LabelSelector{
-			MatchLabels:      map[string]string{"b": "2"},
-			MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "a", Operator: "Exists"}}},
-			`"a" in m && "b" in m && m["b"] == "2"`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			sel, err := metav1.LabelSelectorAsSelector(&tc.selector)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := selectorCEL(sel, "m")
-			if err != nil || got != tc.want {
-				t.Errorf("selectorCEL = %q, %v; want %q", got, err, tc.want)
-			}
-		})
-	}
-	if got, _ := selectorCEL(labels.Nothing(), "m"); got != "false" {
-		t.Errorf("Nothing() = %q, want false", got)
-	}
 }
