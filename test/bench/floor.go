@@ -32,8 +32,8 @@ import (
 // on a plain net/http TLS server with HTTP/2, like controller-runtime's.
 
 const (
-	floorPath      = "/mutate-v1-pod"
-	floorPatchPath = "/mutate-v1-pod-with-patch"
+	floorPath      = harness.WebhookPath
+	floorPatchPath = floorPath + "-with-patch"
 	floorCountPath = "/count"
 )
 

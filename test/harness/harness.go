@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/meshrole/meshrole/certs"
+	"github.com/meshrole/meshrole/pkg/mutate"
 	"github.com/meshrole/meshrole/pkg/policy"
 	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
 )
@@ -38,7 +39,7 @@ const (
 	// WebhookName is the webhook's name inside that configuration.
 	WebhookName = "pods.meshrole.io"
 	// WebhookPath is where the server answers AdmissionReviews.
-	WebhookPath = "/mutate-v1-pod"
+	WebhookPath = mutate.Path
 
 	// ProbeNamespace and ProbePolicy are what the harness itself creates to
 	// check, end to end, that the API server calls the webhook and that the
@@ -302,32 +303,39 @@ func (h *Harness) startControllerManager() error {
 	if err != nil {
 		return err
 	}
-	h.ControllerManager = &Process{
+	h.ControllerManager, err = StartControllerManager(h.K8sBin, kubeconfig, filepath.Join(h.WorkDir, "kube-controller-manager.log"),
+		"deployment-controller", "replicaset-controller", "statefulset-controller",
+		"serviceaccount-controller", "garbage-collector-controller", "namespace-controller")
+	return err
+}
+
+// StartControllerManager runs the kube-controller-manager of k8sBin with the
+// credentials of kubeconfig and only the named controllers, logging to
+// logPath. It has no health endpoint (--secure-port=0): it returns once the
+// process has stayed up for a moment, and the callers' own waits then tell
+// whether its controllers work.
+func StartControllerManager(k8sBin, kubeconfig, logPath string, controllers ...string) (*Process, error) {
+	kcm := &Process{
 		Name:    "kube-controller-manager",
-		Path:    filepath.Join(h.K8sBin, "kube-controller-manager"),
-		LogPath: filepath.Join(h.WorkDir, "kube-controller-manager.log"),
+		Path:    filepath.Join(k8sBin, "kube-controller-manager"),
+		LogPath: logPath,
 		Args: []string{
 			"--kubeconfig=" + kubeconfig,
 			"--leader-elect=false",
 			"--secure-port=0",
 			"--use-service-account-credentials=false",
-			"--controllers=deployment-controller,replicaset-controller,statefulset-controller," +
-				"serviceaccount-controller,garbage-collector-controller,namespace-controller",
+			"--controllers=" + strings.Join(controllers, ","),
 		},
 	}
-	if err := h.ControllerManager.Start(); err != nil {
-		return err
+	if err := kcm.Start(); err != nil {
+		return nil, err
 	}
-	// The controller manager has no health endpoint with --secure-port=0:
-	// check it stays up for a moment; the pod waits of the callers then tell
-	// whether its controllers work.
 	select {
-	case <-h.ControllerManager.Exited():
-		return fmt.Errorf("kube-controller-manager exited at start-up (%s):\n%s",
-			h.ControllerManager.ExitStatus(), h.ControllerManager.LogTail(30))
+	case <-kcm.Exited():
+		return nil, fmt.Errorf("kube-controller-manager exited at start-up (%s):\n%s", kcm.ExitStatus(), kcm.LogTail(30))
 	case <-time.After(200 * time.Millisecond):
 	}
-	return nil
+	return kcm, nil
 }
 
 // WebhookConfiguration is the MutatingWebhookConfiguration the harness

@@ -2,6 +2,9 @@ package harness
 
 import (
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -96,5 +99,36 @@ func TestVerdictNames(t *testing.T) {
 		if got := verdictNames(tc.ann, ref, "w", "peer-stateful"); got != tc.want {
 			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestNewWebhookSetsTheAddressesItChose(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		native bool
+	}{
+		{"webhook mode", []string{"--kubeconfig=k", "--webhook-port=9443", "--metrics-bind-address=:8080", "--leader-elect"}, false},
+		{"native mode", []string{"--mode=native", "--kubeconfig=k", "--health-probe-bind-address=:8081", "--leader-elect"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, err := NewWebhook(WebhookProcess{Name: "meshrole test", Bin: "/bin/true", LogPath: filepath.Join(t.TempDir(), "log"), CertDir: "/certs", Args: tc.args})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := slices.DeleteFunc(slices.Clone(tc.args), func(a string) bool { return strings.Contains(a, "-port=") || strings.Contains(a, "-address=") })
+			want = append(want,
+				"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(w.ProbePort),
+				"--metrics-bind-address=127.0.0.1:"+strconv.Itoa(w.MetricsPort))
+			if !tc.native {
+				want = append(want, "--webhook-host=127.0.0.1", "--webhook-port="+strconv.Itoa(w.Port), "--cert-dir=/certs")
+			}
+			if got := w.Args(); !slices.Equal(got, want) {
+				t.Errorf("args\n%q\nwant\n%q", got, want)
+			}
+			if w.Native != tc.native || (w.Port == 0) != tc.native || w.ProbePort == 0 || w.MetricsPort == 0 || w.ProbePort == w.MetricsPort {
+				t.Errorf("native %v, ports %d %d %d", w.Native, w.Port, w.ProbePort, w.MetricsPort)
+			}
+		})
 	}
 }

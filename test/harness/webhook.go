@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -31,33 +32,77 @@ type Webhook struct {
 	client *http.Client
 }
 
-// newWebhook prepares a webhook process on new ports, logging to
-// <workDir>/<name>.log.
-func newWebhook(name, bin, workDir, certDir, kubeconfig string, caPEM []byte, extra []string) (*Webhook, error) {
-	ports, err := FreePorts(3)
+// WebhookProcess describes a meshrole server for NewWebhook.
+type WebhookProcess struct {
+	// Name names the process in messages ("meshrole webhook").
+	Name string
+	// Bin is the server's binary; LogPath receives its output, appended
+	// across restarts.
+	Bin     string
+	LogPath string
+	// CertDir holds the serving certificate (tls.crt, tls.key) and CAPEM is
+	// the CA that signed it; native mode uses neither.
+	CertDir string
+	CAPEM   []byte
+	// Args are the server's arguments but for its listen addresses and
+	// --cert-dir, which NewWebhook sets (any given here are dropped).
+	// "--mode=native" among them: native mode, no webhook port.
+	Args []string
+}
+
+// flagsNewWebhookSets are the flags NewWebhook gives the server itself.
+var flagsNewWebhookSets = []string{
+	"--webhook-host", "--webhook-port", "--cert-dir", "--health-probe-bind-address", "--metrics-bind-address",
+}
+
+// NewWebhook prepares a meshrole server on new ports of 127.0.0.1; Start
+// starts it.
+func NewWebhook(p WebhookProcess) (*Webhook, error) {
+	w := &Webhook{Native: slices.Contains(p.Args, "--mode=native"), caPEM: p.CAPEM, client: &http.Client{Timeout: time.Second}}
+	n := 3
+	if w.Native {
+		n = 2
+	}
+	ports, err := FreePorts(n)
 	if err != nil {
 		return nil, err
 	}
-	w := &Webhook{Port: ports[0], ProbePort: ports[1], MetricsPort: ports[2], caPEM: caPEM, Native: slices.Contains(extra, "--mode=native")}
-	args := []string{
-		"--webhook-host=127.0.0.1",
-		"--webhook-port=" + strconv.Itoa(w.Port),
-		"--cert-dir=" + certDir,
-		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(w.ProbePort),
-		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(w.MetricsPort),
-		"--kubeconfig=" + kubeconfig,
-		"--webhook-configuration-name=" + WebhookConfigurationName,
-		"--leader-elect=false",
+	w.ProbePort, w.MetricsPort = ports[0], ports[1]
+	args := slices.DeleteFunc(slices.Clone(p.Args), func(arg string) bool {
+		name, _, _ := strings.Cut(arg, "=")
+		return slices.Contains(flagsNewWebhookSets, name)
+	})
+	args = append(args,
+		"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(w.ProbePort),
+		"--metrics-bind-address=127.0.0.1:"+strconv.Itoa(w.MetricsPort),
+	)
+	if !w.Native {
+		w.Port = ports[2]
+		args = append(args,
+			"--webhook-host=127.0.0.1",
+			"--webhook-port="+strconv.Itoa(w.Port),
+			"--cert-dir="+p.CertDir,
+		)
 	}
-	w.proc = &Process{
-		Name:        "meshrole " + name,
-		Path:        bin,
-		Args:        append(args, extra...),
-		LogPath:     filepath.Join(workDir, name+".log"),
-		StopTimeout: 15 * time.Second,
-	}
-	w.client = &http.Client{Timeout: time.Second}
+	w.proc = &Process{Name: p.Name, Path: p.Bin, Args: args, LogPath: p.LogPath, StopTimeout: 15 * time.Second}
 	return w, nil
+}
+
+// newWebhook prepares a webhook process as the harness runs it, logging to
+// <workDir>/<name>.log.
+func newWebhook(name, bin, workDir, certDir, kubeconfig string, caPEM []byte, extra []string) (*Webhook, error) {
+	return NewWebhook(WebhookProcess{
+		Name:    "meshrole " + name,
+		Bin:     bin,
+		LogPath: filepath.Join(workDir, name+".log"),
+		CertDir: certDir,
+		CAPEM:   caPEM,
+		Args: append([]string{
+			"--kubeconfig=" + kubeconfig,
+			"--webhook-configuration-name=" + WebhookConfigurationName,
+			"--leader-elect=false",
+		}, extra...),
+	})
 }
 
 // URL is the webhook's endpoint as the API server calls it.
@@ -76,6 +121,9 @@ func (w *Webhook) LogPath() string { return w.proc.LogPath }
 // LogTail returns the last n lines of the webhook's log.
 func (w *Webhook) LogTail(n int) string { return w.proc.LogTail(n) }
 
+// Args is the webhook's command line, without the binary.
+func (w *Webhook) Args() []string { return slices.Clone(w.proc.Args) }
+
 // Running reports whether the webhook process is up.
 func (w *Webhook) Running() bool { return w.proc.Running() }
 
@@ -87,7 +135,7 @@ func (w *Webhook) Start(ctx context.Context) error {
 	}
 	if err := w.waitReady(ctx, 60*time.Second); err != nil {
 		_ = w.proc.Stop()
-		return fmt.Errorf("%w\n--- webhook log (%s):\n%s", err, w.proc.LogPath, w.proc.LogTail(40))
+		return fmt.Errorf("%w\n--- %s log (%s):\n%s", err, w.proc.Name, w.proc.LogPath, w.proc.LogTail(40))
 	}
 	return nil
 }
@@ -112,9 +160,9 @@ func (w *Webhook) waitReady(ctx context.Context, timeout time.Duration) error {
 	for {
 		select {
 		case <-w.proc.Exited():
-			return fmt.Errorf("meshrole webhook exited before it was ready (%s)", w.proc.ExitStatus())
+			return fmt.Errorf("%s exited before it was ready (%s)", w.proc.Name, w.proc.ExitStatus())
 		case <-ctx.Done():
-			return fmt.Errorf("meshrole webhook not ready after %v: %s", timeout, last)
+			return fmt.Errorf("%s not ready after %v: %s", w.proc.Name, timeout, last)
 		case <-tick.C:
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, readyz, nil)

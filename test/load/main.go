@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshrole/meshrole/pkg/mutate"
 	"github.com/meshrole/meshrole/test/load/loadgen"
 )
 
@@ -38,7 +39,7 @@ func run() int {
 		namespace string
 		jsonOut   bool
 	)
-	flag.StringVar(&opts.URL, "url", "https://127.0.0.1:9443/mutate-v1-pod", "Webhook URL (https, localhost or a loopback address only).")
+	flag.StringVar(&opts.URL, "url", "https://127.0.0.1:9443"+mutate.Path, "Webhook URL (https, localhost or a loopback address only).")
 	flag.StringVar(&caFile, "ca", "", "PEM file with the CA that signed the webhook's serving certificate (e.g. bin/certs/ca.crt).")
 	flag.BoolVar(&opts.InsecureSkipVerify, "insecure", false, "Do not verify the server's certificate.")
 	flag.StringVar(&opts.ServerName, "server-name", "", "TLS server name (default: the URL's host).")

@@ -118,6 +118,9 @@ type Sample struct {
 	Latency time.Duration
 	// Err is nil for a valid answer, else an *Error.
 	Err error
+	// Response is the answer, when one was decoded (also when Err says it
+	// is not valid).
+	Response *admissionv1.AdmissionResponse
 }
 
 // URLResult is what one URL of Targets answered.
@@ -353,29 +356,9 @@ func NewClient(opts Options, onHandshake func(tls.ConnectionState) error) (*http
 	}, nil
 }
 
-// stats accumulates one phase's outcomes.
-type stats struct {
-	mu           sync.Mutex
-	latencies    []time.Duration
-	requests     int
-	errors       int
-	aborted      int
-	kinds        map[string]int
-	byURL        map[string]URLResult
-	samples      []string
-	maxSamples   int
-	patched      int
-	warnings     int
-	protocolsSet map[string]bool
-}
-
-func newStats(maxSamples int) *stats {
-	return &stats{kinds: map[string]int{}, byURL: map[string]URLResult{}, maxSamples: maxSamples, protocolsSet: map[string]bool{}}
-}
-
-// worker-local buffer flushed into stats at the end keeps the lock out of
-// the hot path.
-type local struct {
+// tally counts outcomes. Each worker keeps its own and adds it to its
+// phase's stats once at the end, which keeps the lock out of the hot path.
+type tally struct {
 	latencies []time.Duration
 	requests  int
 	errors    int
@@ -388,32 +371,57 @@ type local struct {
 	protocols map[string]bool
 }
 
-func (s *stats) merge(l *local) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.latencies = append(s.latencies, l.latencies...)
-	s.requests += l.requests
-	s.errors += l.errors
-	s.aborted += l.aborted
-	for k, n := range l.kinds {
-		s.kinds[k] += n
+func newTally() tally {
+	return tally{kinds: map[string]int{}, byURL: map[string]URLResult{}, protocols: map[string]bool{}}
+}
+
+// sample keeps msg among the first maxSamples distinct messages.
+func (t *tally) sample(msg string, maxSamples int) {
+	if len(t.samples) < maxSamples && !slices.Contains(t.samples, msg) {
+		t.samples = append(t.samples, msg)
 	}
-	for u, n := range l.byURL {
-		c := s.byURL[u]
+}
+
+// add counts o's outcomes in t too.
+func (t *tally) add(o *tally, maxSamples int) {
+	t.latencies = append(t.latencies, o.latencies...)
+	t.requests += o.requests
+	t.errors += o.errors
+	t.aborted += o.aborted
+	for k, n := range o.kinds {
+		t.kinds[k] += n
+	}
+	for u, n := range o.byURL {
+		c := t.byURL[u]
 		c.Requests += n.Requests
 		c.Errors += n.Errors
-		s.byURL[u] = c
+		t.byURL[u] = c
 	}
-	for _, m := range l.samples {
-		if len(s.samples) < s.maxSamples && !slices.Contains(s.samples, m) {
-			s.samples = append(s.samples, m)
-		}
+	for _, m := range o.samples {
+		t.sample(m, maxSamples)
 	}
-	s.patched += l.patched
-	s.warnings += l.warnings
-	for p := range l.protocols {
-		s.protocolsSet[p] = true
+	t.patched += o.patched
+	t.warnings += o.warnings
+	for p := range o.protocols {
+		t.protocols[p] = true
 	}
+}
+
+// stats is one phase's tally, which its workers add theirs to.
+type stats struct {
+	mu sync.Mutex
+	tally
+	maxSamples int
+}
+
+func newStats(maxSamples int) *stats {
+	return &stats{tally: newTally(), maxSamples: maxSamples}
+}
+
+func (s *stats) merge(l *tally) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.add(l, s.maxSamples)
 }
 
 // Run sends load as opts say and returns what it measured. It returns an
@@ -520,7 +528,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	}
 	res.ErrorSamples = st.samples
 	var protos []string
-	for p := range st.protocolsSet {
+	for p := range st.protocols {
 		protos = append(protos, p)
 	}
 	slices.Sort(protos)
@@ -564,8 +572,8 @@ func runPhase(ctx context.Context, opts Options, targets *Targets, tmpl *templat
 	for w := range opts.Workers {
 		client := clients[w%len(clients)]
 		wg.Go(func() {
-			l := &local{kinds: map[string]int{}, byURL: map[string]URLResult{}, protocols: map[string]bool{}}
-			defer st.merge(l)
+			l := newTally()
+			defer st.merge(&l)
 			for {
 				if ctx.Err() != nil {
 					return
@@ -607,9 +615,7 @@ func runPhase(ctx context.Context, opts Options, targets *Targets, tmpl *templat
 						err = e
 					}
 					l.kinds[e.Kind]++
-					if len(l.samples) < st.maxSamples && !slices.Contains(l.samples, e.Error()) {
-						l.samples = append(l.samples, e.Error())
-					}
+					l.sample(e.Error(), st.maxSamples)
 				} else {
 					l.latencies = append(l.latencies, lat)
 					if len(resp.Response.Patch) > 0 {
@@ -618,7 +624,11 @@ func runPhase(ctx context.Context, opts Options, targets *Targets, tmpl *templat
 					l.warnings += len(resp.Response.Warnings)
 				}
 				if onResponse != nil {
-					onResponse(Sample{Worker: w, URL: target, Start: start, Latency: lat, Err: err})
+					s := Sample{Worker: w, URL: target, Start: start, Latency: lat, Err: err}
+					if resp != nil {
+						s.Response = resp.Response
+					}
+					onResponse(s)
 				}
 			}
 		})

@@ -18,6 +18,8 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshrole/meshrole/pkg/mutate"
 )
 
 // webhook answers reviews like a webhook would, then lets mangle spoil the
@@ -52,7 +54,7 @@ func webhook(t *testing.T, mangle func(w http.ResponseWriter, review *admissionv
 func options(srv *httptest.Server) Options {
 	roots := x509.NewCertPool()
 	roots.AddCert(srv.Certificate())
-	return Options{URL: srv.URL + "/mutate-v1-pod", RootCAs: roots, Workers: 4}
+	return Options{URL: srv.URL + mutate.Path, RootCAs: roots, Workers: 4}
 }
 
 func TestRunCountsValidAnswers(t *testing.T) {
@@ -65,7 +67,7 @@ func TestRunCountsValidAnswers(t *testing.T) {
 		opts.PID = os.Getpid()
 		var seen atomic.Int64
 		opts.OnResponse = func(s Sample) {
-			if s.Err == nil {
+			if s.Err == nil && s.Response != nil && strings.Contains(string(s.Response.Patch), `"a":"b"`) {
 				seen.Add(1)
 			}
 		}
@@ -217,9 +219,9 @@ func TestRunRefusesBadOptions(t *testing.T) {
 	srv.Config.Handler = http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) })
 	good := options(srv)
 	good.Requests = 1
-	for name, mutate := range map[string]func(*Options){
-		"remote host":       func(o *Options) { o.URL = "https://example.com/mutate-v1-pod" },
-		"remote IP":         func(o *Options) { o.URL = "https://10.0.0.1:9443/mutate-v1-pod" },
+	for name, spoil := range map[string]func(*Options){
+		"remote host":       func(o *Options) { o.URL = "https://example.com" + mutate.Path },
+		"remote IP":         func(o *Options) { o.URL = "https://10.0.0.1:9443" + mutate.Path },
 		"plain http":        func(o *Options) { o.URL = strings.Replace(o.URL, "https://", "http://", 1) },
 		"user info":         func(o *Options) { o.URL = strings.Replace(o.URL, "https://", "https://u:p@", 1) },
 		"unbounded":         func(o *Options) { o.Requests, o.Duration = 0, 0 },
@@ -228,7 +230,7 @@ func TestRunRefusesBadOptions(t *testing.T) {
 		"review no request": func(o *Options) { o.Body = []byte(`{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}`) },
 	} {
 		opts := good
-		mutate(&opts)
+		spoil(&opts)
 		if _, err := Run(context.Background(), opts); err == nil {
 			t.Errorf("%s: no error", name)
 		}
@@ -323,7 +325,7 @@ func targetOptions(t *testing.T, srvs ...*httptest.Server) Options {
 	var urls []string
 	for _, s := range srvs {
 		roots.AddCert(s.Certificate())
-		urls = append(urls, s.URL+"/mutate-v1-pod")
+		urls = append(urls, s.URL+mutate.Path)
 	}
 	targets, err := NewTargets(urls...)
 	if err != nil {
@@ -351,7 +353,7 @@ func TestTargetsSpreadRoundRobin(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ua, ub := a.URL+"/mutate-v1-pod", b.URL+"/mutate-v1-pod"
+		ua, ub := a.URL+mutate.Path, b.URL+mutate.Path
 		if res.Requests != 200 || res.Errors != 0 || res.ByURL[ua].Requests != 100 || res.ByURL[ub].Requests != 100 || len(res.ByURL) != 2 {
 			t.Errorf("http1=%v: %d requests, %d errors, by URL %v; want 100 each, no errors\n%s", http1, res.Requests, res.Errors, res.ByURL, res)
 		}
@@ -372,7 +374,7 @@ func TestTargetsRemoveDuringRun(t *testing.T) {
 	a, _ := counting(t)
 	b, hitsB := counting(t)
 	opts := targetOptions(t, a, b)
-	ub := b.URL + "/mutate-v1-pod"
+	ub := b.URL + mutate.Path
 	opts.Requests = 400
 	var seen atomic.Int64
 	var atRemoval atomic.Int64
@@ -397,10 +399,10 @@ func TestTargetsRemoveDuringRun(t *testing.T) {
 	if got, before := hitsB.Load(), atRemoval.Load(); before < 0 || got > before+int64(opts.Workers) {
 		t.Errorf("B answered %d requests in all, %d when it was removed: more than %d after", got, before, opts.Workers)
 	}
-	if res.ByURL[ub].Requests == 0 || res.ByURL[ub].Requests > 60 || res.ByURL[a.URL+"/mutate-v1-pod"].Requests < 340 {
+	if res.ByURL[ub].Requests == 0 || res.ByURL[ub].Requests > 60 || res.ByURL[a.URL+mutate.Path].Requests < 340 {
 		t.Errorf("by URL %v: want ~50 to B, the rest to A", res.ByURL)
 	}
-	if got := opts.Targets.URLs(); len(got) != 1 || got[0] != a.URL+"/mutate-v1-pod" {
+	if got := opts.Targets.URLs(); len(got) != 1 || got[0] != a.URL+mutate.Path {
 		t.Errorf("targets after the removal: %v", got)
 	}
 }
