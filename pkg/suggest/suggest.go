@@ -238,21 +238,31 @@ func place(findings []Finding, workloads []*workload, existing []v1alpha1.MeshRo
 		f := &findings[i]
 		switch {
 		case f.Kind == KindClient && len(f.Treatment.ExcludeOutboundPorts) == 0:
-			f.Note = "no entry needed: every port it dials stays meshed"
+			f.addNote("no entry needed: every port it dials stays meshed")
 			continue
 		case f.Kind != KindPeer && f.Kind != KindClient:
 			continue
 		}
 		w := byRef[f.Workload]
 		selector, note := selectorFor(w, byNamespace[w.ref.Namespace])
+		f.addNote(note)
 		if selector == nil {
-			f.Note = note
 			continue
 		}
-		f.Selector, f.Policy, f.Note = selector, policyName(w.ref.Namespace), note
+		f.Selector, f.Policy = selector, policyName(w.ref.Namespace)
 		if namespaceLabels(w.ref.Namespace)[policy.EnabledNamespaceLabel] != "true" {
-			f.Note = strings.TrimPrefix(f.Note+"; ", "; ") + fmt.Sprintf("namespace %s is not labelled %s=true: the webhook leaves its pods alone until it is", w.ref.Namespace, policy.EnabledNamespaceLabel)
+			f.addNote(fmt.Sprintf("namespace %s is not labelled %s=true: the webhook leaves its pods alone until it is", w.ref.Namespace, policy.EnabledNamespaceLabel))
 		}
+	}
+}
+
+func (f *Finding) addNote(note string) {
+	switch {
+	case note == "":
+	case f.Note == "":
+		f.Note = note
+	default:
+		f.Note += "; " + note
 	}
 }
 
