@@ -35,6 +35,7 @@ var namespaceLabels = map[string]map[string]string{
 	"mixed":   {"meshrole.io/enabled": "true", "tier": "apps"},
 	"preview": {"meshrole.io/enabled": "true"},
 	"all":     {"meshrole.io/enabled": "true", "tier": "apps"},
+	"mesh":    {"meshrole.io/enabled": "true", "istio.io/dataplane-mode": "ambient"},
 }
 
 func loadStore(t testing.TB, path string) *policy.Store {

@@ -72,11 +72,11 @@ func (m *PodMutator) serve(req *http.Request, areq admission.Request, pod *podVi
 		if p := recover(); p != nil {
 			log.FromContext(req.Context()).Error(fmt.Errorf("%v", p), "admission handler panicked", "uid", areq.UID)
 			resp = admission.Errored(http.StatusInternalServerError, errors.New("meshrole failed internally; see its log"))
-			m.count(OutcomeError, "")
+			m.count(areq, OutcomeError, "")
 		}
 	}()
 	resp, outcome, role := m.admit(req.Context(), areq, pod)
-	m.count(outcome, role)
+	m.count(areq, outcome, role)
 	return resp
 }
 

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -143,13 +145,38 @@ func TestOnlyCreateIsMutated(t *testing.T) {
 	}
 }
 
+// TestDryRunRequestsAreAnsweredLikeAnyOther: kubectl apply --dry-run=server
+// must show exactly what a real create would get, and is not counted as a
+// pod admission.
 func TestDryRunRequestsAreAnsweredLikeAnyOther(t *testing.T) {
+	registry := prometheus.NewRegistry()
+	m := newMutator(t)
+	m.Metrics = mutate.NewMetrics(registry)
+
 	review := seedReview(t)
+	normal := post(t, newMutator(t), marshal(t, review)).Response
 	review["request"].(map[string]any)["dryRun"] = true
-	resp := post(t, newMutator(t), marshal(t, review)).Response
-	if !resp.Allowed || len(resp.Patch) == 0 {
-		t.Fatalf("allowed=%v patch=%s, want the same patch as without dryRun", resp.Allowed, resp.Patch)
+	dryRun := post(t, m, marshal(t, review)).Response
+	if !dryRun.Allowed || len(normal.Patch) == 0 || sortedOps(t, dryRun.Patch) != sortedOps(t, normal.Patch) ||
+		!slices.Equal(dryRun.Warnings, normal.Warnings) {
+		t.Fatalf("dry run: allowed=%v patch=%s warnings=%q\nwant the normal answer: patch=%s warnings=%q",
+			dryRun.Allowed, dryRun.Patch, dryRun.Warnings, normal.Patch, normal.Warnings)
 	}
+	if n := testutil.CollectAndCount(registry, "meshrole_admissions_total"); n != 0 {
+		t.Fatalf("a dry-run request was counted in meshrole_admissions_total (%d series)", n)
+	}
+}
+
+// sortedOps is a JSON patch with its operations in path order: the diff
+// walks maps, so the order varies, and ops on distinct keys commute.
+func sortedOps(t *testing.T, patch []byte) string {
+	t.Helper()
+	var ops []map[string]any
+	if err := json.Unmarshal(patch, &ops); err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(ops, func(a, b map[string]any) int { return strings.Compare(fmt.Sprint(a["path"]), fmt.Sprint(b["path"])) })
+	return string(marshal(t, ops))
 }
 
 func TestMetricsCountOutcomes(t *testing.T) {
@@ -157,7 +184,7 @@ func TestMetricsCountOutcomes(t *testing.T) {
 	m := newMutator(t)
 	m.Metrics = mutate.NewMetrics(registry)
 	handler := m
-	for _, fixture := range []string{"eureka-server-from-statefulset", "unmatched", "already-injected", "dry-run-policy"} {
+	for _, fixture := range []string{"eureka-server-from-statefulset", "unmatched", "forged-meshrole-keys-unmatched", "already-injected", "dry-run-policy"} {
 		body, err := os.ReadFile("testdata/" + fixture + ".json")
 		if err != nil {
 			t.Fatal(err)
@@ -165,12 +192,12 @@ func TestMetricsCountOutcomes(t *testing.T) {
 		post(t, handler, body)
 	}
 	want := `
-# HELP meshrole_admissions_total Pod admissions answered by meshrole, by outcome (patched, unchanged, unmatched, dry-run, already-injected, error) and role.
+# HELP meshrole_admissions_total Pod admissions answered by meshrole, by outcome (patched, unchanged, unmatched, dry-run, already-injected, error) and role; server-side dry-run requests are not counted.
 # TYPE meshrole_admissions_total counter
 meshrole_admissions_total{outcome="already-injected",role="peer-stateful"} 1
 meshrole_admissions_total{outcome="dry-run",role=""} 1
 meshrole_admissions_total{outcome="patched",role="peer-stateful"} 1
-meshrole_admissions_total{outcome="unmatched",role=""} 1
+meshrole_admissions_total{outcome="unmatched",role=""} 2
 `
 	if err := testutil.GatherAndCompare(registry, strings.NewReader(want), "meshrole_admissions_total"); err != nil {
 		t.Fatal(err)

@@ -20,14 +20,17 @@ import (
 // Path is where the API server sends pod admissions.
 const Path = "/mutate-v1-pod"
 
-// Outcomes counted in meshrole_admissions_total.
+// Outcome is how an admission ended, as counted in meshrole_admissions_total.
+type Outcome string
+
+// Outcomes.
 const (
-	OutcomePatched         = "patched"
-	OutcomeUnchanged       = "unchanged"
-	OutcomeUnmatched       = "unmatched"
-	OutcomeDryRun          = "dry-run"
-	OutcomeAlreadyInjected = "already-injected"
-	OutcomeError           = "error"
+	OutcomePatched         Outcome = "patched"
+	OutcomeUnchanged       Outcome = "unchanged"
+	OutcomeUnmatched       Outcome = "unmatched"
+	OutcomeDryRun          Outcome = "dry-run"
+	OutcomeAlreadyInjected Outcome = "already-injected"
+	OutcomeError           Outcome = "error"
 )
 
 // Decider is the policy engine as the handler sees it.
@@ -35,13 +38,13 @@ type Decider interface {
 	Decide(policy.Input) policy.Decision
 }
 
-// NamespaceLabels returns a namespace's labels from a cache. It must not call
-// the API server: it runs on every admission.
+// NamespaceLabels returns a namespace's labels. It runs on every admission,
+// so it reads a cache; see NamespaceReader.
 type NamespaceLabels func(ctx context.Context, namespace string) (map[string]string, error)
 
-// Recorder counts admissions; see metrics.go.
-type Recorder interface {
-	Admission(outcome string, role string)
+// AdmissionMetrics counts admissions; see metrics.go.
+type AdmissionMetrics interface {
+	Admission(outcome Outcome, role string)
 }
 
 // PodMutator stamps Istio's injection and interception keys on new pods
@@ -53,7 +56,7 @@ type PodMutator struct {
 	// admission is refused: allowing a pod before the policies are known
 	// could admit a peer with a sidecar.
 	Ready   func() bool
-	Metrics Recorder
+	Metrics AdmissionMetrics
 }
 
 var _ admission.Handler = &PodMutator{}
@@ -66,23 +69,28 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 	if len(req.Object.Raw) > 0 {
 		pod = &podView{}
 		if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, pod); err != nil {
-			m.count(OutcomeError, "")
+			m.count(req, OutcomeError, "")
 			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the pod: %w", err))
 		}
 	}
 	resp, outcome, role := m.admit(ctx, req, pod)
-	m.count(outcome, role)
+	m.count(req, outcome, role)
 	return resp
 }
 
-func (m *PodMutator) count(outcome, role string) {
-	if m.Metrics != nil {
-		m.Metrics.Admission(outcome, role)
+// count records an admission, except a server-side dry run (kubectl apply
+// --dry-run=server): it creates no pod, and meshrole_admissions_total counts
+// what pods were created with. Dry runs are still answered exactly like
+// other requests, and controller-runtime's request metrics include them.
+func (m *PodMutator) count(req admission.Request, outcome Outcome, role string) {
+	if m.Metrics == nil || (req.DryRun != nil && *req.DryRun) {
+		return
 	}
+	m.Metrics.Admission(outcome, role)
 }
 
 // admit decides for pod, the object of req (nil when the request carries none).
-func (m *PodMutator) admit(ctx context.Context, req admission.Request, pod *podView) (admission.Response, string, string) {
+func (m *PodMutator) admit(ctx context.Context, req admission.Request, pod *podView) (admission.Response, Outcome, string) {
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("meshrole only mutates Pods, got %s; check the webhook configuration's rules", req.Kind.String())), OutcomeError, ""
 	}
@@ -101,42 +109,45 @@ func (m *PodMutator) admit(ctx context.Context, req admission.Request, pod *podV
 	if pod.ObjectMeta == nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("admission request %s: the pod has no metadata", req.UID)), OutcomeError, ""
 	}
-	namespace := pod.ObjectMeta.Namespace
+	// The request's namespace is the API server's word; the object's own
+	// field may be empty (generateName) or, in a review built by hand, wrong.
+	namespace := req.Namespace
 	if namespace == "" {
-		// Pods made by controllers (generateName) arrive without one.
-		namespace = req.Namespace
+		namespace = pod.ObjectMeta.Namespace
 	}
 
 	nsLabels, err := m.NamespaceLabels(ctx, namespace)
 	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("reading namespace %q from the cache: %w", namespace, err)), OutcomeError, ""
+		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("reading namespace %q: %w", namespace, err)), OutcomeError, ""
 	}
 	decision := m.Policies.Decide(policy.Input{
 		Namespace:       namespace,
 		NamespaceLabels: labels.Set(nsLabels),
 		PodLabels:       labels.Set(pod.ObjectMeta.Labels),
 	})
-	if !decision.Matched() {
-		return admission.Allowed(""), OutcomeUnmatched, ""
-	}
 	role := ""
 	if decision.Winner != nil {
 		role = string(decision.Winner.Role())
 	}
 
-	if pod.alreadyInjected() {
+	if pod.alreadyInjected() && decision.Matched() {
 		return withWarnings(admission.Allowed("pod already injected by Istio"), fmt.Sprintf(
 				"meshrole: pod already has Istio's sidecar, so Istio's injector ran before meshrole and meshrole changed nothing; "+
 					"its MutatingWebhookConfiguration must sort before every istio-* one (policy %s)", decision.Matches[0].Policy)),
 			OutcomeAlreadyInjected, role
 	}
 
+	// Unmatched pods go through Apply too: it removes meshrole.io/*
+	// annotations that no verdict wrote.
 	effect := decision.Effect()
 	newLabels, newAnnotations, warnings := effect.Apply(pod.ObjectMeta.Labels, pod.ObjectMeta.Annotations)
 	warnings = append(decision.Warnings(), warnings...)
 
 	outcome := OutcomePatched
-	if decision.Winner == nil {
+	switch {
+	case !decision.Matched():
+		outcome = OutcomeUnmatched
+	case decision.Winner == nil:
 		outcome = OutcomeDryRun
 	}
 	resp, changed, err := patch(pod.ObjectMeta.Labels, pod.ObjectMeta.Annotations, newLabels, newAnnotations)

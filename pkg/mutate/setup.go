@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"net/http"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -36,11 +33,13 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, webhookConfigura
 		return err
 	}
 
+	admissionMetrics := NewMetrics(metrics.Registry)
+	namespaces := &NamespaceReader{Cache: mgr.GetCache(), Live: mgr.GetAPIReader(), Misses: admissionMetrics}
 	mutator := &PodMutator{
 		Policies:        store,
-		NamespaceLabels: cachedNamespaceLabels(mgr.GetCache()),
+		NamespaceLabels: namespaces.Labels,
 		Ready:           synced,
-		Metrics:         NewMetrics(metrics.Registry),
+		Metrics:         admissionMetrics,
 	}
 	mgr.GetWebhookServer().Register(Path, mutator)
 
@@ -56,20 +55,4 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, webhookConfigura
 		}
 		return nil
 	})
-}
-
-func namespaceMetadata() *metav1.PartialObjectMetadata {
-	ns := &metav1.PartialObjectMetadata{}
-	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	return ns
-}
-
-func cachedNamespaceLabels(reader client.Reader) NamespaceLabels {
-	return func(ctx context.Context, namespace string) (map[string]string, error) {
-		ns := namespaceMetadata()
-		if err := reader.Get(ctx, client.ObjectKey{Name: namespace}, ns); err != nil {
-			return nil, err
-		}
-		return ns.Labels, nil
-	}
 }

@@ -27,8 +27,9 @@ type Effect struct {
 }
 
 // IstioEffect is what a workload entry's role writes among Istio's keys
-// (DESIGN §4), without meshrole's own annotations.
-func IstioEffect(w *v1alpha1.Workload) Effect {
+// (DESIGN §4), without meshrole's own annotations, for a pod in a namespace
+// that is (ambient) or is not in Istio's ambient data plane.
+func IstioEffect(w *v1alpha1.Workload, ambient bool) Effect {
 	e := Effect{Labels: map[string]string{}, Annotations: map[string]string{}, Ports: map[string][]int32{}}
 	switch w.Role {
 	case v1alpha1.RolePeerStateful:
@@ -51,7 +52,7 @@ func IstioEffect(w *v1alpha1.Workload) Effect {
 		if client == nil {
 			client = &v1alpha1.ClientSettings{}
 		}
-		if client.Proxy != v1alpha1.ClientProxyUnchanged {
+		if clientGetsSidecar(client.Proxy, ambient) {
 			e.Labels[IstioInjectKey] = "true"
 			e.Annotations[IstioInjectKey] = "true"
 		}
@@ -61,6 +62,28 @@ func IstioEffect(w *v1alpha1.Workload) Effect {
 		e.HoldApplicationUntilProxyStarts = client.HoldApplicationUntilProxyStarts
 	}
 	return e
+}
+
+// clientGetsSidecar: Inject (the default) puts a client in the mesh the way
+// its namespace is in it, so in an ambient namespace it stays in ambient;
+// Istio honours a pod's sidecar.istio.io/inject label even there, so writing
+// it would quietly move the client to a sidecar. Only Sidecar asks for that.
+func clientGetsSidecar(proxy v1alpha1.ClientProxy, ambient bool) bool {
+	switch proxy {
+	case v1alpha1.ClientProxyUnchanged:
+		return false
+	case v1alpha1.ClientProxySidecar:
+		return true
+	default: // Inject
+		return !ambient
+	}
+}
+
+// Equal reports whether e and o write the same keys and values.
+func (e *Effect) Equal(o *Effect) bool {
+	return maps.Equal(e.Labels, o.Labels) && maps.Equal(e.Annotations, o.Annotations) &&
+		maps.EqualFunc(e.Ports, o.Ports, slices.Equal[[]int32]) &&
+		e.HoldApplicationUntilProxyStarts == o.HoldApplicationUntilProxyStarts
 }
 
 func portNumbers(ports []v1alpha1.Port) []int32 {
@@ -86,7 +109,7 @@ type DryRunReport struct {
 func (d Decision) Effect() Effect {
 	var e Effect
 	if d.Winner != nil {
-		e = IstioEffect(d.Winner.Workload)
+		e = IstioEffect(d.Winner.Workload, d.Ambient)
 		e.Annotations[RoleAnnotation] = string(d.Winner.Role())
 		e.Annotations[PolicyAnnotation] = d.Winner.Policy.String()
 		e.Annotations[WorkloadAnnotation] = d.Winner.Workload.Name
@@ -102,7 +125,7 @@ func (d Decision) Effect() Effect {
 			Policy:   d.DryRun.Policy.String(),
 			Workload: d.DryRun.Workload.Name,
 			Role:     d.DryRun.Role(),
-			Effect:   IstioEffect(d.DryRun.Workload),
+			Effect:   IstioEffect(d.DryRun.Workload, d.Ambient),
 		}
 		// Marshalling maps, strings and ints cannot fail; json sorts map keys,
 		// so the value is stable across admissions.
@@ -130,7 +153,7 @@ func (d Decision) Warnings() []string {
 	var w []string
 	for i := range d.Conflicts {
 		c := &d.Conflicts[i]
-		w = append(w, fmt.Sprintf("meshrole: conflicting roles at priority %d: %s wins over %s; give one policy a higher priority",
+		w = append(w, fmt.Sprintf("meshrole: conflicting policies at priority %d: %s wins over %s, which would write other keys; give one policy a higher priority",
 			d.Winner.Priority, d.Winner, c))
 	}
 	if d.DryRun != nil {
@@ -142,7 +165,9 @@ func (d Decision) Warnings() []string {
 
 // Apply writes e onto a pod's labels and annotations. It returns new maps
 // (the inputs are not modified) and warnings for existing values it had to
-// leave alone. Existing values that Istio would reject are never merged into:
+// leave alone. Annotations under KeyPrefix that e does not write are removed:
+// they are meshrole's record, and one the verdict does not write is stale or
+// forged. Existing values that Istio would reject are never merged into:
 // an invalid annotation makes Istio's injector refuse the pod, and meshrole
 // must not turn a pod Istio would admit into one it refuses, or guess what a
 // broken value meant.
@@ -155,6 +180,10 @@ func (e *Effect) Apply(podLabels, podAnnotations map[string]string) (outLabels, 
 	if (len(e.Annotations) > 0 || len(e.Ports) > 0 || e.HoldApplicationUntilProxyStarts) && outAnnotations == nil {
 		outAnnotations = map[string]string{}
 	}
+	maps.DeleteFunc(outAnnotations, func(k, _ string) bool {
+		_, written := e.Annotations[k]
+		return strings.HasPrefix(k, KeyPrefix) && !written
+	})
 	maps.Copy(outLabels, e.Labels)
 	maps.Copy(outAnnotations, e.Annotations)
 

@@ -31,6 +31,7 @@ func TestEffectRows(t *testing.T) {
 	tests := []struct {
 		name            string
 		workload        v1alpha1.Workload
+		ambient         bool // the namespace is labelled istio.io/dataplane-mode=ambient
 		wantLabels      map[string]string
 		wantAnnotations map[string]string
 	}{
@@ -56,6 +57,37 @@ func TestEffectRows(t *testing.T) {
 			workload:        v1alpha1.Workload{Name: "c", Role: v1alpha1.RoleClientStateless},
 			wantLabels:      map[string]string{"sidecar.istio.io/inject": "true"},
 			wantAnnotations: with(trace("client-stateless", "c"), "sidecar.istio.io/inject", "true"),
+		},
+		{
+			name:            "client-stateless / Inject (default) in an ambient namespace: stays in ambient",
+			workload:        v1alpha1.Workload{Name: "c", Role: v1alpha1.RoleClientStateless},
+			ambient:         true,
+			wantLabels:      nil,
+			wantAnnotations: trace("client-stateless", "c"),
+		},
+		{
+			name: "client-stateless / Sidecar",
+			workload: v1alpha1.Workload{Name: "c", Role: v1alpha1.RoleClientStateless,
+				Client: &v1alpha1.ClientSettings{Proxy: v1alpha1.ClientProxySidecar}},
+			wantLabels:      map[string]string{"sidecar.istio.io/inject": "true"},
+			wantAnnotations: with(trace("client-stateless", "c"), "sidecar.istio.io/inject", "true"),
+		},
+		{
+			name: "client-stateless / Sidecar in an ambient namespace: leaves ambient for a sidecar",
+			workload: v1alpha1.Workload{Name: "c", Role: v1alpha1.RoleClientStateless,
+				Client: &v1alpha1.ClientSettings{Proxy: v1alpha1.ClientProxySidecar}},
+			ambient:         true,
+			wantLabels:      map[string]string{"sidecar.istio.io/inject": "true"},
+			wantAnnotations: with(trace("client-stateless", "c"), "sidecar.istio.io/inject", "true"),
+		},
+		{
+			name:     "peer-stateful / Skip in an ambient namespace: out of ambient too",
+			workload: v1alpha1.Workload{Name: "w", Role: v1alpha1.RolePeerStateful},
+			ambient:  true,
+			wantLabels: map[string]string{
+				"sidecar.istio.io/inject": "false", "istio.io/dataplane-mode": "none",
+			},
+			wantAnnotations: with(trace("peer-stateful", "w"), "sidecar.istio.io/inject", "false"),
 		},
 		{
 			name: "client-stateless / Unchanged",
@@ -84,7 +116,11 @@ func TestEffectRows(t *testing.T) {
 			s := policy.NewStore()
 			tt.workload.Selector = metav1.LabelSelector{}
 			s.SetMeshRolePolicy(mrp("shop", "p", 0, "", tt.workload))
-			d := s.Decide(policy.Input{Namespace: "shop", PodLabels: labels.Set{}})
+			nsLabels := labels.Set{"meshrole.io/enabled": "true"}
+			if tt.ambient {
+				nsLabels["istio.io/dataplane-mode"] = "ambient"
+			}
+			d := s.Decide(policy.Input{Namespace: "shop", NamespaceLabels: nsLabels, PodLabels: labels.Set{}})
 			effect := d.Effect()
 			gotLabels, gotAnnotations, warnings := effect.Apply(nil, nil)
 			if len(warnings) > 0 {
@@ -190,9 +226,44 @@ func TestConflictAndDryRunAnnotationsAndWarnings(t *testing.T) {
 	}
 	warnings := d.Warnings()
 	if len(warnings) != 2 ||
-		!strings.Contains(warnings[0], "conflicting roles at priority 0: shop/peers (workload p, peer-stateful) wins over cluster/clients (workload c, client-stateless)") ||
+		!strings.Contains(warnings[0], "conflicting policies at priority 0: shop/peers (workload p, peer-stateful) wins over cluster/clients (workload c, client-stateless), which would write other keys") ||
 		!strings.Contains(warnings[1], "DryRun policy shop/preview would make this pod client-stateless") {
 		t.Errorf("warnings %q", warnings)
+	}
+}
+
+// TestOnlyTheVerdictsOwnMeshroleKeysRemain: meshrole.io/* annotations are
+// meshrole's record; whatever a pod author (or a copied manifest) wrote there
+// is replaced by what the verdict writes, and the rest is removed.
+func TestOnlyTheVerdictsOwnMeshroleKeysRemain(t *testing.T) {
+	forged := map[string]string{
+		"meshrole.io/role": "peer-stateful", "meshrole.io/policy": "other/eureka", "meshrole.io/workload": "x",
+		"meshrole.io/conflict": "other/eureka/x=peer-stateful", "meshrole.io/dry-run": "{}", "meshrole.io/anything": "y",
+		"team": "shop",
+	}
+	podLabels := map[string]string{"app": "x", "meshrole.io/tier": "kept: labels select pods, so they are never removed"}
+
+	s := policy.NewStore()
+	s.SetMeshRolePolicy(mrp("shop", "p", 0, "", client("c", sel("app", "x"))))
+	matched := s.Decide(policy.Input{Namespace: "shop", PodLabels: labels.Set(podLabels)})
+	e := matched.Effect()
+	gotLabels, got, _ := e.Apply(podLabels, forged)
+	want := map[string]string{
+		"meshrole.io/role": "client-stateless", "meshrole.io/policy": "shop/p", "meshrole.io/workload": "c",
+		"sidecar.istio.io/inject": "true", "team": "shop",
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("matched pod's annotations\n got %v\nwant %v", got, want)
+	}
+	if gotLabels["meshrole.io/tier"] == "" {
+		t.Errorf("a meshrole.io/ label was removed: %v", gotLabels)
+	}
+
+	unmatched := policy.NewStore().Decide(policy.Input{Namespace: "shop", PodLabels: labels.Set(podLabels)})
+	e = unmatched.Effect()
+	_, got, _ = e.Apply(podLabels, forged)
+	if want := map[string]string{"team": "shop"}; !maps.Equal(got, want) {
+		t.Errorf("unmatched pod's annotations\n got %v\nwant %v", got, want)
 	}
 }
 

@@ -56,8 +56,8 @@ type Decision struct {
 	// Winner is the enforced verdict: the highest-ranked match of an Enforce
 	// policy. Nil when no Enforce policy matches.
 	Winner *Match
-	// Conflicts are Enforce matches that tie with Winner on priority but carry
-	// another role.
+	// Conflicts are Enforce matches that tie with Winner on priority but
+	// would write other keys.
 	Conflicts []Match
 	// DryRun is the match of a DryRun policy that outranks Winner: what would
 	// be enforced if that policy were switched to Enforce. DryRun policies never
@@ -65,6 +65,9 @@ type Decision struct {
 	DryRun *Match
 	// Matches are all matching entries, one per policy, in precedence order.
 	Matches []Match
+	// Ambient: the pod's namespace runs Istio's ambient data plane, which
+	// changes what a client entry writes (see IstioEffect).
+	Ambient bool
 }
 
 // Matched reports whether any policy matched the pod.
@@ -300,9 +303,22 @@ func byPrecedence(namespaced, cluster []*compiledPolicy, visit func(*compiledPol
 }
 
 // conflictsWith reports whether an Enforce match m, ranked below the winner,
-// is a conflict (DESIGN §4): it ties on priority but carries another role.
-func conflictsWith(winner, m *Match) bool {
-	return m.Mode != v1alpha1.ModeDryRun && m.Priority == winner.Priority && m.Role() != winner.Role()
+// is a conflict (DESIGN §4): it ties on priority and would write other keys.
+// Entries that tie and write the same keys agree, whatever their names; a
+// tie that changes what the pod gets is decided by kind and name alone, and
+// that is what people must hear about.
+func conflictsWith(winner, m *Match, ambient bool) bool {
+	if m.Mode == v1alpha1.ModeDryRun || m.Priority != winner.Priority {
+		return false
+	}
+	a, b := IstioEffect(winner.Workload, ambient), IstioEffect(m.Workload, ambient)
+	return !a.Equal(&b)
+}
+
+// IsAmbient reports whether namespace labels put the namespace in Istio's
+// ambient data plane.
+func IsAmbient(namespaceLabels labels.Labels) bool {
+	return namespaceLabels.Get(IstioDataplaneModeLabel) == IstioDataplaneModeAmbient
 }
 
 // Decide returns the verdict for a pod.
@@ -311,7 +327,6 @@ func (s *Store) Decide(in Input) Decision {
 	namespaced, cluster := s.namespaced[in.Namespace], s.cluster
 	s.mu.RUnlock()
 
-	var d Decision
 	podLabels := in.PodLabels
 	if podLabels == nil {
 		podLabels = labels.Set{}
@@ -320,6 +335,7 @@ func (s *Store) Decide(in Input) Decision {
 	if nsLabels == nil {
 		nsLabels = labels.Set{}
 	}
+	d := Decision{Ambient: IsAmbient(nsLabels)}
 	byPrecedence(namespaced, cluster, func(p *compiledPolicy) {
 		if p.namespaceSelector != nil && !p.namespaceSelector.Matches(nsLabels) {
 			return
@@ -342,7 +358,7 @@ func (s *Store) Decide(in Input) Decision {
 		switch {
 		case d.Winner == nil:
 			d.Winner = m
-		case conflictsWith(d.Winner, m):
+		case conflictsWith(d.Winner, m, d.Ambient):
 			d.Conflicts = append(d.Conflicts, *m)
 		}
 	}

@@ -27,6 +27,17 @@ func client(name string, s metav1.LabelSelector) v1alpha1.Workload {
 	return v1alpha1.Workload{Name: name, Selector: s, Role: v1alpha1.RoleClientStateless}
 }
 
+func bypass(name string, s metav1.LabelSelector, ports ...v1alpha1.Port) v1alpha1.Workload {
+	w := peer(name, s)
+	w.Peer = &v1alpha1.PeerSettings{Proxy: v1alpha1.PeerProxyBypassPorts, Ports: ports}
+	return w
+}
+
+func withClient(w v1alpha1.Workload, c v1alpha1.ClientSettings) v1alpha1.Workload {
+	w.Client = &c
+	return w
+}
+
 func mrp(ns, name string, priority int32, mode v1alpha1.Mode, w ...v1alpha1.Workload) *v1alpha1.MeshRolePolicy {
 	return &v1alpha1.MeshRolePolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1},
@@ -174,6 +185,78 @@ func TestDecide(t *testing.T) {
 			},
 			namespace: "shop", pod: labels.Set{"app": "x"},
 			want: verdict{winner: "shop/a/p", matches: 2},
+		},
+		{
+			name: "same role, other treatment at equal priority: Skip vs BypassPorts is a conflict",
+			namespaced: []*v1alpha1.MeshRolePolicy{
+				mrp("shop", "a", 0, "", peer("p", sel("app", "x"))),
+				mrp("shop", "b", 0, "", bypass("q", metav1.LabelSelector{}, 2888, 3888)),
+			},
+			namespace: "shop", pod: labels.Set{"app": "x"},
+			want: verdict{winner: "shop/a/p", conflicts: []string{"shop/b/q"}, matches: 2},
+		},
+		{
+			name: "BypassPorts with other ports is a conflict",
+			namespaced: []*v1alpha1.MeshRolePolicy{
+				mrp("shop", "a", 0, "", bypass("p", sel("app", "x"), 2888)),
+				mrp("shop", "b", 0, "", bypass("q", metav1.LabelSelector{}, 2888, 3888)),
+			},
+			namespace: "shop", pod: labels.Set{"app": "x"},
+			want: verdict{winner: "shop/a/p", conflicts: []string{"shop/b/q"}, matches: 2},
+		},
+		{
+			name: "BypassPorts with the same ports in another order is no conflict",
+			namespaced: []*v1alpha1.MeshRolePolicy{
+				mrp("shop", "a", 0, "", bypass("p", sel("app", "x"), 3888, 2888)),
+				mrp("shop", "b", 0, "", bypass("q", metav1.LabelSelector{}, 2888, 3888)),
+			},
+			namespace: "shop", pod: labels.Set{"app": "x"},
+			want: verdict{winner: "shop/a/p", matches: 2},
+		},
+		{
+			name: "client Inject vs Unchanged is a conflict",
+			namespaced: []*v1alpha1.MeshRolePolicy{
+				mrp("shop", "a", 0, "", client("c", sel("app", "x"))),
+				mrp("shop", "b", 0, "", withClient(client("d", metav1.LabelSelector{}), v1alpha1.ClientSettings{Proxy: v1alpha1.ClientProxyUnchanged})),
+			},
+			namespace: "shop", pod: labels.Set{"app": "x"},
+			want: verdict{winner: "shop/a/c", conflicts: []string{"shop/b/d"}, matches: 2},
+		},
+		{
+			name: "client Inject vs Unchanged in an ambient namespace write the same: no conflict",
+			namespaced: []*v1alpha1.MeshRolePolicy{
+				mrp("shop", "a", 0, "", client("c", sel("app", "x"))),
+				mrp("shop", "b", 0, "", withClient(client("d", metav1.LabelSelector{}), v1alpha1.ClientSettings{Proxy: v1alpha1.ClientProxyUnchanged})),
+			},
+			namespace: "shop", nsLabels: labels.Set{"istio.io/dataplane-mode": "ambient"}, pod: labels.Set{"app": "x"},
+			want: verdict{winner: "shop/a/c", matches: 2},
+		},
+		{
+			name: "client excludeOutboundPorts that differ is a conflict",
+			namespaced: []*v1alpha1.MeshRolePolicy{
+				mrp("shop", "a", 0, "", withClient(client("c", sel("app", "x")), v1alpha1.ClientSettings{ExcludeOutboundPorts: []v1alpha1.Port{8761}})),
+				mrp("shop", "b", 0, "", client("d", metav1.LabelSelector{})),
+			},
+			namespace: "shop", pod: labels.Set{"app": "x"},
+			want: verdict{winner: "shop/a/c", conflicts: []string{"shop/b/d"}, matches: 2},
+		},
+		{
+			name: "client holdApplicationUntilProxyStarts that differs is a conflict",
+			namespaced: []*v1alpha1.MeshRolePolicy{
+				mrp("shop", "a", 0, "", withClient(client("c", sel("app", "x")), v1alpha1.ClientSettings{HoldApplicationUntilProxyStarts: true})),
+				mrp("shop", "b", 0, "", client("d", metav1.LabelSelector{})),
+			},
+			namespace: "shop", pod: labels.Set{"app": "x"},
+			want: verdict{winner: "shop/a/c", conflicts: []string{"shop/b/d"}, matches: 2},
+		},
+		{
+			name: "explicit defaults write the same as none: no conflict",
+			namespaced: []*v1alpha1.MeshRolePolicy{
+				mrp("shop", "a", 0, "", withClient(client("c", sel("app", "x")), v1alpha1.ClientSettings{Proxy: v1alpha1.ClientProxyInject})),
+				mrp("shop", "b", 0, "", client("d", metav1.LabelSelector{})),
+			},
+			namespace: "shop", pod: labels.Set{"app": "x"},
+			want: verdict{winner: "shop/a/c", matches: 2},
 		},
 		{
 			name:      "cluster namespaceSelector picks namespaces by label",

@@ -4,8 +4,11 @@ package policy
 const (
 	// IstioInjectKey is read as a label first, then as an annotation.
 	IstioInjectKey = "sidecar.istio.io/inject"
-	// IstioDataplaneModeLabel opts a pod out of ambient mode with the value "none".
+	// IstioDataplaneModeLabel opts a pod out of ambient mode with the value
+	// "none"; on a namespace, the value "ambient" puts its pods in ambient mode.
 	IstioDataplaneModeLabel = "istio.io/dataplane-mode"
+	// IstioDataplaneModeAmbient is IstioDataplaneModeLabel's ambient value.
+	IstioDataplaneModeAmbient = "ambient"
 	// IstioExcludeInboundPorts is a comma-separated port list.
 	IstioExcludeInboundPorts = "traffic.sidecar.istio.io/excludeInboundPorts"
 	// IstioExcludeOutboundPorts is a comma-separated port list.
@@ -20,8 +23,13 @@ const (
 	HoldApplicationUntilProxyStarts = "holdApplicationUntilProxyStarts"
 )
 
-// meshrole's own keys.
+// meshrole's own keys. Every annotation under KeyPrefix is meshrole's record
+// of its verdict, which status, audit and conflict detection trust: the
+// webhook removes any that the verdict does not write, so a pod author
+// cannot forge one.
 const (
+	// KeyPrefix is the prefix of meshrole's annotations.
+	KeyPrefix = "meshrole.io/"
 	// EnabledNamespaceLabel turns meshrole on for a namespace (value "true").
 	EnabledNamespaceLabel = "meshrole.io/enabled"
 	// RoleAnnotation records the role a pod was given.

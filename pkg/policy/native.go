@@ -66,6 +66,8 @@ type PlannedEntry struct {
 	// Conflicts are the entries that, when they match, tie with this entry
 	// as the winner; in precedence order.
 	Conflicts []EntryRef
+	// workload is the compiled entry, for the engine's rules; read-only.
+	workload *v1alpha1.Workload
 }
 
 // EntryRef names a workload entry of a planned policy.
@@ -167,6 +169,7 @@ func plannedPolicy(p *compiledPolicy) PlannedPolicy {
 			Effect:       winner.Effect(),
 			DryRunReport: dryRun.Effect().Annotations[DryRunAnnotation],
 			ConflictText: conflictText(&m),
+			workload:     m.Workload,
 		})
 	}
 	return pp
@@ -188,7 +191,7 @@ func (plan *Plan) addConflicts(sc Scope) {
 				for j := range other.Entries {
 					m := other.match(j)
 					ref := EntryRef{Policy: qi, Entry: j}
-					if conflictsWith(&w, &m) && !slices.Contains(winner.Entries[k].Conflicts, ref) {
+					if conflictsWith(&w, &m, false) && !slices.Contains(winner.Entries[k].Conflicts, ref) {
 						winner.Entries[k].Conflicts = append(winner.Entries[k].Conflicts, ref)
 					}
 				}
@@ -199,6 +202,5 @@ func (plan *Plan) addConflicts(sc Scope) {
 
 // match is the Match of entry k, for the engine's rules.
 func (p *PlannedPolicy) match(k int) Match {
-	return Match{Policy: p.Ref, Priority: p.Priority, Mode: p.Mode,
-		Workload: &v1alpha1.Workload{Name: p.Entries[k].Name, Role: p.Entries[k].Role}}
+	return Match{Policy: p.Ref, Priority: p.Priority, Mode: p.Mode, Workload: p.Entries[k].workload}
 }

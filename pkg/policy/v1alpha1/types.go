@@ -42,12 +42,18 @@ const (
 )
 
 // ClientProxy says how a client-stateless workload meets the proxy.
-// +kubebuilder:validation:Enum=Inject;Unchanged
+// +kubebuilder:validation:Enum=Inject;Sidecar;Unchanged
 type ClientProxy string
 
 const (
-	// ClientProxyInject turns the sidecar on, whatever the pod template says.
+	// ClientProxyInject puts the client in the mesh the way its namespace is:
+	// the sidecar on, whatever the pod template says, except in a namespace
+	// in Istio's ambient data plane (istio.io/dataplane-mode=ambient), where
+	// the client stays in ambient.
 	ClientProxyInject ClientProxy = "Inject"
+	// ClientProxySidecar turns the sidecar on everywhere, moving the client
+	// out of ambient in an ambient namespace.
+	ClientProxySidecar ClientProxy = "Sidecar"
 	// ClientProxyUnchanged leaves the pod's own injection choice alone.
 	ClientProxyUnchanged ClientProxy = "Unchanged"
 )
@@ -77,7 +83,9 @@ type PeerSettings struct {
 
 // ClientSettings applies to role client-stateless.
 type ClientSettings struct {
-	// Proxy is Inject (sidecar on, the default) or Unchanged.
+	// Proxy is Inject (the default: sidecar on, but an ambient namespace's
+	// pods stay in ambient), Sidecar (sidecar on, also in an ambient
+	// namespace) or Unchanged (the pod's own choice).
 	// +kubebuilder:default=Inject
 	// +optional
 	Proxy ClientProxy `json:"proxy,omitempty"`
