@@ -51,6 +51,8 @@ type Reconciler struct {
 	Owner *metav1.OwnerReference
 	// Settle is how long each handover step waits; 3s when zero.
 	Settle time.Duration
+	// now times the handover steps; time.Now when nil (tests set it).
+	now func() time.Time
 
 	synced atomic.Bool
 }
@@ -149,7 +151,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	if err := r.Client.List(ctx, &existing, client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
 		return reconcile.Result{}, err
 	}
-	now := time.Now()
+	now := r.clock()
 	cov, wait := r.coverage(&plan, existing.Items, now)
 	desired, err := Compile(&plan, r.Options, cov)
 	if err != nil {
@@ -160,6 +162,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 	r.synced.Store(true)
 	return reconcile.Result{RequeueAfter: wait}, nil
+}
+
+func (r *Reconciler) clock() time.Time {
+	if r.now != nil {
+		return r.now()
+	}
+	return time.Now()
 }
 
 // settle is how long a handover step waits for the API server to see the
