@@ -7,6 +7,7 @@ package status
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -15,12 +16,15 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
@@ -89,6 +93,8 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, nativeMode bool) er
 	if err := ctrl.NewControllerManagedBy(mgr).Named("meshrolepolicy-status").
 		For(&v1alpha1.MeshRolePolicy{}).
 		WatchesMetadata(&corev1.Pod{}, podEvents(policiesOfPod(false))).
+		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(namespacedPoliciesIn(mgr.GetClient())),
+			builder.WithPredicates(labelsChanged())).
 		Complete(namespaced); err != nil {
 		return err
 	}
@@ -103,7 +109,50 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, nativeMode bool) er
 	return ctrl.NewControllerManagedBy(mgr).Named("clustermeshrolepolicy-status").
 		For(&v1alpha1.ClusterMeshRolePolicy{}).
 		WatchesMetadata(&corev1.Pod{}, podEvents(policiesOfPod(true))).
+		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(allClusterPolicies(mgr.GetClient())),
+			builder.WithPredicates(labelsChanged())).
 		Complete(cluster)
+}
+
+// labelsChanged passes namespace events that can change which policies reach
+// the namespace: a namespace's labels decide that (see policy.Reach).
+func labelsChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return !maps.Equal(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels())
+		},
+	}
+}
+
+// namespacedPoliciesIn maps a namespace to its MeshRolePolicies.
+func namespacedPoliciesIn(c client.Reader) handler.MapFunc {
+	return func(ctx context.Context, ns client.Object) []reconcile.Request {
+		list := &v1alpha1.MeshRolePolicyList{}
+		if err := c.List(ctx, list, client.InNamespace(ns.GetName())); err != nil {
+			return nil
+		}
+		out := make([]reconcile.Request, len(list.Items))
+		for i := range list.Items {
+			out[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}
+		}
+		return out
+	}
+}
+
+// allClusterPolicies maps a namespace to every ClusterMeshRolePolicy: any of
+// them may start or stop selecting it.
+func allClusterPolicies(c client.Reader) handler.MapFunc {
+	return func(ctx context.Context, _ client.Object) []reconcile.Request {
+		list := &v1alpha1.ClusterMeshRolePolicyList{}
+		if err := c.List(ctx, list); err != nil {
+			return nil
+		}
+		out := make([]reconcile.Request, len(list.Items))
+		for i := range list.Items {
+			out[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}
+		}
+		return out
+	}
 }
 
 func podMetadata() *metav1.PartialObjectMetadata {
@@ -185,6 +234,7 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, req reconcile.Request) (r
 	}
 	ref := policy.Ref{Namespace: p.GetNamespace(), Name: p.GetName()}
 	spec := p.PolicySpec()
+	reaches := r.reaches(policy.NewReach(ref, r.namespaceSelector(p)))
 
 	next := p.PolicyStatus().DeepCopy()
 	next.ObservedGeneration = p.GetGeneration()
@@ -195,7 +245,17 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, req reconcile.Request) (r
 		if err := r.Client.List(ctx, pods, client.MatchingFields{entryIndex: ref.String() + "/" + w.Name}); err != nil {
 			return reconcile.Result{}, err
 		}
-		next.Workloads = append(next.Workloads, v1alpha1.WorkloadStatus{Name: w.Name, MatchedPods: int32(len(pods.Items))})
+		var matched int32
+		for i := range pods.Items {
+			ok, err := reaches(ctx, pods.Items[i].Namespace)
+			if err != nil {
+				return reconcile.Result{}, err
+			}
+			if ok {
+				matched++
+			}
+		}
+		next.Workloads = append(next.Workloads, v1alpha1.WorkloadStatus{Name: w.Name, MatchedPods: matched})
 	}
 
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonAccepted,
@@ -212,15 +272,15 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, req reconcile.Request) (r
 	}
 	meta.SetStatusCondition(&next.Conditions, ready)
 
-	others, err := r.conflictingPolicies(ctx, ref)
+	others, err := r.conflictingPolicies(ctx, ref, reaches)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
 	conflict := metav1.Condition{Type: ConditionConflict, Status: metav1.ConditionFalse, Reason: ReasonNoConflict,
-		Message: "no pod is matched by another policy with a different role at the same priority", ObservedGeneration: p.GetGeneration()}
+		Message: "no pod is matched by another policy that would write other keys at the same priority", ObservedGeneration: p.GetGeneration()}
 	if len(others) > 0 {
 		conflict.Status, conflict.Reason = metav1.ConditionTrue, ReasonConflicting
-		conflict.Message = fmt.Sprintf("pods are also matched by %s with a different role at the same priority; the winner is chosen by kind and name; give one policy a higher priority",
+		conflict.Message = fmt.Sprintf("pods are also matched by %s, which would write other keys at the same priority; the winner is chosen by kind and name; give one policy a higher priority",
 			strings.Join(others, ", "))
 	}
 	wasConflicting := meta.IsStatusConditionTrue(p.PolicyStatus().Conditions, ConditionConflict)
@@ -239,9 +299,9 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, req reconcile.Request) (r
 	return reconcile.Result{}, nil
 }
 
-// conflictingPolicies lists the other policies that tie with ref, with a
-// different role, on some existing pod.
-func (r *Reconciler[T]) conflictingPolicies(ctx context.Context, ref policy.Ref) ([]string, error) {
+// conflictingPolicies lists the other policies that tie with ref, writing
+// other keys, on some existing pod that ref can reach.
+func (r *Reconciler[T]) conflictingPolicies(ctx context.Context, ref policy.Ref, reaches reachFunc) ([]string, error) {
 	pods := &metav1.PartialObjectMetadataList{}
 	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
 	if err := r.Client.List(ctx, pods, client.MatchingFields{conflictIndex: ref.String()}); err != nil {
@@ -254,6 +314,11 @@ func (r *Reconciler[T]) conflictingPolicies(ctx context.Context, ref policy.Ref)
 		}
 	}
 	for i := range pods.Items {
+		if ok, err := reaches(ctx, pods.Items[i].Namespace); err != nil {
+			return nil, err
+		} else if !ok {
+			continue
+		}
 		a := pods.Items[i].GetAnnotations()
 		winner := a[policy.PolicyAnnotation]
 		if winner != ref.String() {
@@ -267,4 +332,27 @@ func (r *Reconciler[T]) conflictingPolicies(ctx context.Context, ref policy.Ref)
 	}
 	slices.Sort(others)
 	return others, nil
+}
+
+// reachFunc reports whether a policy reaches a namespace; see policy.Reach.
+type reachFunc func(ctx context.Context, namespace string) (bool, error)
+
+// reaches returns the reachFunc of one reconcile: it reads each namespace's
+// labels from the cache once.
+func (r *Reconciler[T]) reaches(reach policy.Reach) reachFunc {
+	seen := map[string]bool{}
+	return func(ctx context.Context, namespace string) (bool, error) {
+		if ok, known := seen[namespace]; known {
+			return ok, nil
+		}
+		ns := &metav1.PartialObjectMetadata{}
+		ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+		err := r.Client.Get(ctx, client.ObjectKey{Name: namespace}, ns)
+		if client.IgnoreNotFound(err) != nil {
+			return false, err
+		}
+		ok := err == nil && reach.Namespace(namespace, labels.Set(ns.Labels))
+		seen[namespace] = ok
+		return ok, nil
+	}
 }
