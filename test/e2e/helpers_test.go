@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"maps"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meshrole/meshrole/test/harness"
+	"github.com/meshrole/meshrole/test/load/loadgen"
 )
 
 // Keys used in assertions, spelled out as the product contract (DESIGN §4)
@@ -170,4 +173,58 @@ func merge(ms ...map[string]string) map[string]string {
 
 func containsAny(msgs []string, sub string) bool {
 	return slices.ContainsFunc(msgs, func(m string) bool { return strings.Contains(m, sub) })
+}
+
+// loadNamespace creates the enabled namespace ns with the policies of
+// policyYAML in it (none when empty) and returns an AdmissionReview of a
+// typical pod there, to send as load.
+func loadNamespace(t *testing.T, ctx context.Context, ns, policyYAML string) []byte {
+	t.Helper()
+	createNamespace(t, ctx, ns, true, nil)
+	if policyYAML != "" {
+		applyYAML(t, ctx, ns, policyYAML)
+	}
+	body, err := loadgen.TypicalReview(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+// backgroundLoad is a load generator running against the webhook.
+type backgroundLoad struct {
+	done   chan struct{}
+	result loadgen.Result
+	err    error
+}
+
+// startLoad runs loadgen.Run with opts in the background until its bounds
+// or ctx end it. The load goes to the suite's webhook unless opts names a
+// URL or Targets, trusting the suite's CA unless opts has RootCAs.
+func startLoad(ctx context.Context, opts loadgen.Options) *backgroundLoad {
+	if opts.URL == "" && opts.Targets == nil {
+		opts.URL = h.Webhook.URL()
+	}
+	if opts.RootCAs == nil {
+		opts.RootCAs = x509.NewCertPool()
+		opts.RootCAs.AppendCertsFromPEM(h.Certs.CAPEM)
+	}
+	opts.ServerName = "127.0.0.1"
+	l := &backgroundLoad{done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		l.result, l.err = loadgen.Run(ctx, opts)
+	}()
+	return l
+}
+
+// wait returns what the load measured once it has ended; a load its context
+// stopped is not a failure.
+func (l *backgroundLoad) wait(t *testing.T) loadgen.Result {
+	t.Helper()
+	<-l.done
+	if l.err != nil && !errors.Is(l.err, context.Canceled) {
+		t.Fatal(l.err)
+	}
+	return l.result
 }

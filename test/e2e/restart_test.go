@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"crypto/x509"
 	"os"
 	"strings"
 	"sync"
@@ -25,15 +24,7 @@ import (
 // reset or connection refused.
 func testReplicaTerminatedUnderLoad(t *testing.T) {
 	ctx := scenario(t, 90*time.Second)
-	const ns = "e2e-replica-terminated"
-	createNamespace(t, ctx, ns, true, nil)
-	applyYAML(t, ctx, ns, allPeersPolicy)
-	body, err := loadgen.TypicalReview(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(h.Certs.CAPEM)
+	body := loadNamespace(t, ctx, "e2e-replica-terminated", allPeersPolicy)
 
 	for _, tc := range []struct {
 		name string
@@ -71,26 +62,19 @@ func testReplicaTerminatedUnderLoad(t *testing.T) {
 			// SIGTERM.
 			var mu sync.Mutex
 			var fromA []loadgen.Sample
-			done := make(chan struct{})
-			var result loadgen.Result
-			var runErr error
 			loadStart := time.Now()
-			go func() {
-				defer close(done)
-				// HTTP/1.1 with keep-alive: what the API server speaks to a
-				// webhook behind a Service.
-				result, runErr = loadgen.Run(ctx, loadgen.Options{
-					Targets: targets, RootCAs: roots, ServerName: "127.0.0.1",
-					HTTP1: true, Workers: 32, Duration: 4 * time.Second, Body: body, ExpectPatch: true,
-					OnResponse: func(s loadgen.Sample) {
-						if s.URL == urlA && s.Err == nil {
-							mu.Lock()
-							fromA = append(fromA, s)
-							mu.Unlock()
-						}
-					},
-				})
-			}()
+			// HTTP/1.1 with keep-alive: what the API server speaks to a
+			// webhook behind a Service.
+			load := startLoad(ctx, loadgen.Options{
+				Targets: targets, HTTP1: true, Workers: 32, Duration: 4 * time.Second, Body: body, ExpectPatch: true,
+				OnResponse: func(s loadgen.Sample) {
+					if s.URL == urlA && s.Err == nil {
+						mu.Lock()
+						fromA = append(fromA, s)
+						mu.Unlock()
+					}
+				},
+			})
 			time.Sleep(1300 * time.Millisecond)
 			// A is paused for a moment, as CPU throttling would: requests
 			// sent to it meanwhile wait, so that some are certainly in
@@ -124,10 +108,7 @@ func testReplicaTerminatedUnderLoad(t *testing.T) {
 			case <-time.After(30 * time.Second):
 				t.Fatalf("replica A still running 30s after SIGTERM")
 			}
-			<-done
-			if runErr != nil {
-				t.Fatal(runErr)
-			}
+			result := load.wait(t)
 
 			mu.Lock()
 			defer mu.Unlock()

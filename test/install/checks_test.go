@@ -22,6 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshrole/meshrole/test/harness"
 )
 
 // meshrole's CRDs, installed by Helm from the chart's crds/.
@@ -128,8 +130,8 @@ func checkWebhookContract(t *testing.T, e *env) {
 	t.Helper()
 	_, w := installedWebhook(t, e)
 	svc := w.ClientConfig.Service
-	if svc == nil || svc.Name != fullname || svc.Namespace != releaseNamespace || svc.Path == nil || *svc.Path != "/mutate-v1-pod" || svc.Port == nil || *svc.Port != 443 {
-		t.Errorf("clientConfig.service = %+v, want %s/%s:443/mutate-v1-pod", svc, releaseNamespace, fullname)
+	if svc == nil || svc.Name != fullname || svc.Namespace != releaseNamespace || svc.Path == nil || *svc.Path != harness.WebhookPath || svc.Port == nil || *svc.Port != 443 {
+		t.Errorf("clientConfig.service = %+v, want %s/%s:443%s", svc, releaseNamespace, fullname, harness.WebhookPath)
 	}
 	if w.FailurePolicy == nil || *w.FailurePolicy != admissionregistrationv1.Fail {
 		t.Errorf("failurePolicy %v, want Fail", w.FailurePolicy)

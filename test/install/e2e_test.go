@@ -2,15 +2,10 @@ package install_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,60 +25,37 @@ import (
 	"github.com/meshrole/meshrole/test/harness"
 )
 
-// localWebhook is bin/webhook running on 127.0.0.1 as the chart's
-// Deployment would run it: with the release's ServiceAccount's credentials
-// (a token from the TokenRequest API) and the chart's webhook configuration
-// name, or (native) with the Deployment's own arguments. No kubelet runs the
-// Deployment's pods here.
-type localWebhook struct {
-	proc      *harness.Process
-	port      int
-	probePort int
-	caPEM     []byte
-	// native: --mode=native, which opens no webhook port.
-	native bool
-}
-
-func (w *localWebhook) url() string {
-	return fmt.Sprintf("https://127.0.0.1:%d/mutate-v1-pod", w.port)
-}
-
-// startLocalWebhook writes the serving certificate into a directory, gets a
-// token for the release's ServiceAccount and starts the webhook with it.
-func startLocalWebhook(t *testing.T, e *env, name string, caPEM, certPEM, keyPEM []byte) *localWebhook {
+// startLocalWebhook runs bin/webhook on 127.0.0.1 as the chart's Deployment
+// would run it: with the release's ServiceAccount's credentials (a token from
+// the TokenRequest API), the chart's webhook configuration name, and the
+// serving certificate written into a directory. No kubelet runs the
+// Deployment's pods here. It runs until t ends.
+func startLocalWebhook(t *testing.T, e *env, name string, caPEM, certPEM, keyPEM []byte) *harness.Webhook {
 	t.Helper()
 	certDir := filepath.Join(workDir, name, "certs")
 	b := &certs.Bundle{CAPEM: caPEM, CertPEM: certPEM, KeyPEM: keyPEM}
 	if err := b.Write(certDir); err != nil {
 		t.Fatal(err)
 	}
-	kubeconfig := serviceAccountKubeconfig(t, e, name)
-
-	ports, err := harness.FreePorts(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &localWebhook{port: ports[0], probePort: ports[1], caPEM: caPEM}
-	w.proc = &harness.Process{
-		Name:        "meshrole webhook",
-		Path:        e.WebhookBin,
-		LogPath:     filepath.Join(workDir, name, "webhook.log"),
-		StopTimeout: 15 * time.Second,
-		// The chart's arguments, except addresses and paths; leader
+	w, err := harness.NewWebhook(harness.WebhookProcess{
+		Name:    "meshrole webhook",
+		Bin:     e.WebhookBin,
+		LogPath: filepath.Join(workDir, name, "webhook.log"),
+		CertDir: certDir,
+		CAPEM:   caPEM,
+		// The chart's arguments but for addresses and paths; leader
 		// election needs the in-cluster namespace file, so it is off here
 		// (the lease permissions are checked by the RBAC test).
 		Args: []string{
-			"--webhook-host=127.0.0.1",
-			"--webhook-port=" + strconv.Itoa(w.port),
-			"--cert-dir=" + certDir,
-			"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(ports[2]),
-			"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(w.probePort),
 			"--webhook-configuration-name=" + webhookConfigurationName,
-			"--kubeconfig=" + kubeconfig,
+			"--kubeconfig=" + serviceAccountKubeconfig(t, e, name),
 			"--leader-elect=false",
 		},
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	w.run(t)
+	runLocal(t, w)
 	return w
 }
 
@@ -104,69 +76,24 @@ func serviceAccountKubeconfig(t *testing.T, e *env, name string) string {
 	return kubeconfig
 }
 
-// run starts the process, waits until it is ready, and stops it when the
-// test ends.
-func (w *localWebhook) run(t *testing.T) {
+// runLocal starts the server, waits until it is ready (see
+// harness.Webhook.Start), and stops it when the test ends.
+func runLocal(t *testing.T, w *harness.Webhook) {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(w.proc.LogPath), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(w.LogPath()), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.start(t.Context()); err != nil {
+	if err := w.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := w.proc.Stop(); err != nil {
+		if err := w.Stop(); err != nil {
 			t.Errorf("stopping the server: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("--- server log (%s):\n%s", w.proc.LogPath, w.proc.LogTail(30))
+			t.Logf("--- server log (%s):\n%s", w.LogPath(), w.LogTail(30))
 		}
 	})
-}
-
-// start starts the process and waits until /readyz answers 200 (caches
-// synced with the service account's permissions, certificate loaded; in
-// native mode: the generated objects written) and, in webhook mode, the
-// webhook port completes a TLS handshake verified against the CA.
-func (w *localWebhook) start(ctx context.Context) error {
-	if err := w.proc.Start(); err != nil {
-		return err
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(w.caPEM)
-	hc := &http.Client{Timeout: time.Second}
-	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", w.probePort)
-	err := eventually(ctx, 60*time.Second, func() (bool, string, error) {
-		select {
-		case <-w.proc.Exited():
-			return false, "", fmt.Errorf("webhook exited (%s):\n%s", w.proc.ExitStatus(), w.proc.LogTail(30))
-		default:
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, readyz, nil)
-		resp, err := hc.Do(req)
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return false, readyz + ": " + resp.Status, nil
-		}
-		if w.native {
-			return true, "", nil
-		}
-		d := tls.Dialer{Config: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}}
-		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(w.port)))
-		if err != nil {
-			return false, "TLS: " + err.Error(), nil
-		}
-		_ = conn.Close()
-		return true, "", nil
-	})
-	if err != nil {
-		_ = w.proc.Stop()
-		return fmt.Errorf("%s not ready: %w\n--- log:\n%s", w.proc.Name, err, w.proc.LogTail(30))
-	}
-	return nil
 }
 
 // pointInstalledWebhookAt rewrites the installed configuration's
@@ -189,7 +116,7 @@ func pointInstalledWebhookAt(t *testing.T, e *env, url string, caBundle []byte) 
 // e2eThroughInstalledChart runs meshrole behind the installed webhook
 // configuration: the Eureka example policy in an enabled namespace, pods
 // created for real, and the namespaces the chart excludes.
-func e2eThroughInstalledChart(t *testing.T, e *env, w *localWebhook, appNS string) {
+func e2eThroughInstalledChart(t *testing.T, e *env, w *harness.Webhook, appNS string) {
 	ctx := t.Context()
 	c := e.Client
 	checkEurekaVerdicts(t, e, appNS, modeWebhook)
@@ -201,12 +128,12 @@ func e2eThroughInstalledChart(t *testing.T, e *env, w *localWebhook, appNS strin
 		}
 		control := enableExcludedNamespaces(t, e, appNS)
 
-		if err := w.proc.Stop(); err != nil {
+		if err := w.Stop(); err != nil {
 			t.Fatal(err)
 		}
 		defer func() {
 			// Bring the webhook back for whatever runs next.
-			if err := w.start(ctx); err != nil {
+			if err := w.Start(ctx); err != nil {
 				t.Error(err)
 			}
 		}()

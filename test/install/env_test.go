@@ -152,27 +152,9 @@ func (e *env) startControllerManager() error {
 	if err != nil {
 		return err
 	}
-	e.kcm = &harness.Process{
-		Name:    "kube-controller-manager",
-		Path:    filepath.Join(e.K8sBin, "kube-controller-manager"),
-		LogPath: filepath.Join(workDir, "kube-controller-manager.log"),
-		Args: []string{
-			"--kubeconfig=" + kubeconfig,
-			"--leader-elect=false",
-			"--secure-port=0",
-			"--use-service-account-credentials=false",
-			"--controllers=garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller",
-		},
-	}
-	if err := e.kcm.Start(); err != nil {
-		return err
-	}
-	select {
-	case <-e.kcm.Exited():
-		return fmt.Errorf("kube-controller-manager exited at start-up (%s):\n%s", e.kcm.ExitStatus(), e.kcm.LogTail(30))
-	case <-time.After(200 * time.Millisecond):
-	}
-	return nil
+	e.kcm, err = harness.StartControllerManager(e.K8sBin, kubeconfig, filepath.Join(workDir, "kube-controller-manager.log"),
+		"garbage-collector-controller", "namespace-controller", "clusterrole-aggregation-controller")
+	return err
 }
 
 func (e *env) stop() error {

@@ -159,7 +159,7 @@ func TestInstallWithCertManager(t *testing.T) {
 			t.Fatal(err)
 		}
 		w := startLocalWebhook(t, e, "webhook-cert-manager", s.Data["ca.crt"], s.Data["tls.crt"], s.Data["tls.key"])
-		pointInstalledWebhookAt(t, e, w.url(), nil)
+		pointInstalledWebhookAt(t, e, w.URL(), nil)
 		waitCABundle(t, e, s.Data["ca.crt"])
 		e2eThroughInstalledChart(t, e, w, "shop-cm")
 	})
@@ -274,7 +274,7 @@ func TestInstallWithGeneratedCertificates(t *testing.T) {
 			t.Fatal(err)
 		}
 		w := startLocalWebhook(t, e, "webhook-generated", b.CAPEM, b.CertPEM, b.KeyPEM)
-		pointInstalledWebhookAt(t, e, w.url(), b.CAPEM)
+		pointInstalledWebhookAt(t, e, w.URL(), b.CAPEM)
 		e2eThroughInstalledChart(t, e, w, "shop-gen")
 	})
 

@@ -253,8 +253,8 @@ func TestInstallNativeMode(t *testing.T) {
 		if n == 0 {
 			t.Fatal("no generated objects before helm uninstall")
 		}
-		if !w.proc.Running() {
-			t.Fatalf("the server is not running (%s)", w.proc.ExitStatus())
+		if !w.Running() {
+			t.Fatalf("the server is not running (%s)", w.ExitStatus())
 		}
 		start := time.Now()
 		e.helmUninstall(t)
@@ -346,42 +346,28 @@ func TestSwitchWebhookAndNativeModes(t *testing.T) {
 // ServiceAccount, and the leader-election namespace that the pod gets from
 // $POD_NAMESPACE (downward API). Leader election is on, as in the
 // Deployment: the lease is taken with the chart's Role. It runs until t ends.
-func startLocalNative(t *testing.T, e *env, name string) *localWebhook {
+func startLocalNative(t *testing.T, e *env, name string) *harness.Webhook {
 	t.Helper()
 	d := installedDeployment(t, e)
 	c := d.Spec.Template.Spec.Containers[0]
 	if !slices.Equal(c.Command, []string{"/webhook"}) || !slices.Contains(c.Args, "--mode=native") {
 		t.Fatalf("the installed Deployment runs %q %q, not /webhook --mode=native", c.Command, c.Args)
 	}
-	ports, err := harness.FreePorts(2)
+	w, err := harness.NewWebhook(harness.WebhookProcess{
+		Name:    "meshrole server (native mode)",
+		Bin:     e.WebhookBin,
+		LogPath: filepath.Join(workDir, name, "server.log"),
+		Args: append(slices.Clone(c.Args),
+			"--kubeconfig="+serviceAccountKubeconfig(t, e, name),
+			"--leader-election-namespace="+releaseNamespace,
+		),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &localWebhook{probePort: ports[0], native: true}
-	var args []string
-	for _, a := range c.Args {
-		switch {
-		case strings.HasPrefix(a, "--health-probe-bind-address="):
-			a = "--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(ports[0])
-		case strings.HasPrefix(a, "--metrics-bind-address="):
-			a = "--metrics-bind-address=127.0.0.1:" + strconv.Itoa(ports[1])
-		}
-		args = append(args, a)
-	}
-	args = append(args,
-		"--kubeconfig="+serviceAccountKubeconfig(t, e, name),
-		"--leader-election-namespace="+releaseNamespace,
-	)
-	w.proc = &harness.Process{
-		Name:        "meshrole server (native mode)",
-		Path:        e.WebhookBin,
-		LogPath:     filepath.Join(workDir, name, "server.log"),
-		StopTimeout: 15 * time.Second,
-		Args:        args,
-	}
 	start := time.Now()
-	w.run(t)
-	t.Logf("%s %s: ready in %v", e.WebhookBin, strings.Join(args, " "), time.Since(start).Round(time.Millisecond))
+	runLocal(t, w)
+	t.Logf("%s %s: ready in %v", e.WebhookBin, strings.Join(w.Args(), " "), time.Since(start).Round(time.Millisecond))
 	return w
 }
 
