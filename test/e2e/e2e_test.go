@@ -24,6 +24,8 @@ import (
 func TestMeshrole(t *testing.T) {
 	t.Run("eureka seed: peers lose the sidecar despite the template's inject label, clients keep it and bypass 8761", testEurekaSeed)
 	t.Run("namespace without meshrole.io/enabled: pods untouched", testUnlabelledNamespace)
+	t.Run("a labelled namespace and at once its first pod, 20 times: every pod admitted with the cluster policy's verdict", testColdNamespaceCache)
+	t.Run("meshrole.io/* annotations cannot be forged: stripped in enabled namespaces, not counted from elsewhere", testForgedKeys)
 	t.Run("BypassPorts: ZooKeeper peer ports excluded inbound and outbound, merged with existing values", testBypassPorts)
 	t.Run("precedence: priority decides, equal priority and different roles is a conflict the MeshRolePolicy wins", testPrecedence)
 	t.Run("DryRun: no Istio key changes, the would-be verdict in meshrole.io/dry-run, a warning", testDryRun)
