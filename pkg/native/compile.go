@@ -147,14 +147,21 @@ func Compile(plan *policy.Plan, opts Options, cov Coverage) ([]Object, error) {
 			own[sc.Namespace] = sc
 		}
 	}
+	// A retiring namespace's bucket takes the cluster policies' decision.
+	// So does a released one's, even when the namespace has policies again:
+	// the cluster object decides it too, and the two must agree.
 	for ns := range setUnion(cov.Retiring, cov.Released) {
-		if _, ok := own[ns]; !ok && !slices.Contains(opts.ExcludedNamespaces, ns) {
-			sc := policy.Scope{Namespace: ns}
-			if fallback != nil {
-				sc.Policies = fallback.Policies
-			}
-			own[ns] = sc
+		if slices.Contains(opts.ExcludedNamespaces, ns) {
+			continue
 		}
+		if _, ok := own[ns]; ok && !cov.Released[ns] {
+			continue
+		}
+		sc := policy.Scope{Namespace: ns}
+		if fallback != nil {
+			sc.Policies = fallback.Policies
+		}
+		own[ns] = sc
 	}
 
 	buckets := map[string][]string{}

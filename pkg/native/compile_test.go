@@ -186,6 +186,22 @@ func TestCompileObjects(t *testing.T) {
 		t.Errorf("the retiring namespace's bucket does not hold the cluster policies' decision")
 	}
 
+	// A released namespace that has policies again keeps the cluster
+	// policies' decision in its bucket until it leaves it.
+	objs, err = Compile(&plan, Options{}, Coverage{Released: map[string]bool{"shop": true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := find(t, objs, BucketOf("shop"))
+	mentions := func(ref string) bool {
+		return slices.ContainsFunc(released.Policy.Spec.Variables, func(v admissionregistrationv1.Variable) bool {
+			return strings.Contains(v.Expression, `"`+ref+`"`)
+		})
+	}
+	if mentions("shop/eureka") || !mentions("cluster/everyone-is-a-client") {
+		t.Errorf("the released namespace shop's bucket does not decide it with the cluster policies only, as the cluster object does")
+	}
+
 	// Without cluster policies there is no cluster object.
 	store := policy.NewStore()
 	if _, err := store.Add(mustDoc(t, `{apiVersion: meshrole.io/v1alpha1, kind: MeshRolePolicy, metadata: {name: a, namespace: zk},

@@ -432,6 +432,11 @@ func TestReconcilerWithholdsARearrival(t *testing.T) {
 		"update " + mapKind + " " + bucket,
 	}, 2*time.Second)
 	fc.wantPhases("a policy again, released for 1s", bucket, map[string]PhaseState{"shop": since(PhaseReleased, released)})
+	// The cluster object decides shop with the cluster policies; so must
+	// its bucket, or the two objects would give its pods a mix.
+	if writes := policyRefs(fc.policy(bucket)); !slices.Equal(writes, []string{"cluster/everyone"}) {
+		t.Errorf("a policy again while released: shop's bucket writes the policies %v, want the cluster policies' only, as the cluster object", writes)
+	}
 
 	fc.step("a policy again, released for 3s: withheld", 2*time.Second, []string{
 		"delete " + bindingKind + " " + bucket,
