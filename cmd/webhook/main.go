@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -47,6 +48,8 @@ type options struct {
 	ExcludedNamespaces []string
 	FailurePolicy      string
 	OwnerClusterRole   string
+	// Zap configures logging (--zap-log-level, ...).
+	Zap zap.Options
 }
 
 const (
@@ -55,50 +58,92 @@ const (
 )
 
 func main() {
+	opts, err := parseOptions(flag.CommandLine, os.Args[1:])
+	if err != nil {
+		// Refused before any cluster access: a mistyped flag is reported
+		// as itself, not as whatever connecting would have failed with.
+		fmt.Fprintln(os.Stderr, "webhook:", err)
+		os.Exit(2)
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts.Zap)))
+	if err := run(opts); err != nil {
+		ctrl.Log.WithName("setup").Error(err, "meshrole stopped", "mode", opts.Mode)
+		os.Exit(1)
+	}
+}
+
+// parseOptions reads the flags into options, fills in the defaults that
+// depend on the environment, and validates them.
+func parseOptions(fs *flag.FlagSet, args []string) (options, error) {
 	var opts options
-	flag.StringVar(&opts.Mode, "mode", modeWebhook, "webhook: answer admissions on the webhook port; native: compile policies into MutatingAdmissionPolicies (Kubernetes 1.36+) and serve no admissions.")
-	flag.StringVar(&opts.WebhookHost, "webhook-host", "", "Address the webhook listens on (empty: all).")
-	flag.IntVar(&opts.WebhookPort, "webhook-port", 9443, "Port the webhook serves HTTPS on.")
-	flag.StringVar(&opts.CertDir, "cert-dir", "/etc/meshrole/tls", "Directory holding tls.crt and tls.key; reloaded when the files change.")
-	flag.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint (0 disables it).")
-	flag.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
-	flag.StringVar(&opts.WebhookConfigurationName, "webhook-configuration-name", "00-meshrole", "Name of meshrole's MutatingWebhookConfiguration, for the ordering check against Istio's injector.")
-	flag.BoolVar(&opts.LeaderElect, "leader-elect", false, "Elect one replica to run the controllers that write (status); every replica serves admissions.")
-	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"),
+	fs.StringVar(&opts.Mode, "mode", modeWebhook, "webhook: answer admissions on the webhook port; native: compile policies into MutatingAdmissionPolicies (Kubernetes 1.36+) and serve no admissions.")
+	fs.StringVar(&opts.WebhookHost, "webhook-host", "", "Address the webhook listens on (empty: all).")
+	fs.IntVar(&opts.WebhookPort, "webhook-port", 9443, "Port the webhook serves HTTPS on.")
+	fs.StringVar(&opts.CertDir, "cert-dir", "/etc/meshrole/tls", "Directory holding tls.crt and tls.key; reloaded when the files change.")
+	fs.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint (0 disables it).")
+	fs.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
+	fs.StringVar(&opts.WebhookConfigurationName, "webhook-configuration-name", "00-meshrole", "Name of meshrole's MutatingWebhookConfiguration, for the ordering check against Istio's injector.")
+	fs.BoolVar(&opts.LeaderElect, "leader-elect", false, "Elect one replica to run the controllers that write (status); every replica serves admissions.")
+	fs.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"),
 		"Namespace of the leader-election Lease (default: $POD_NAMESPACE, else the pod's own namespace in a cluster).")
-	flag.DurationVar(&opts.ShutdownDelay, "shutdown-delay", 5*time.Second,
+	fs.DurationVar(&opts.ShutdownDelay, "shutdown-delay", 5*time.Second,
 		"On SIGTERM, keep serving this long before shutting down: Kubernetes removes a terminating pod's endpoint only about when it sends SIGTERM. "+
 			"Requests in flight when it is over are completed. Keep it below the pod's terminationGracePeriodSeconds.")
-	flag.Func("native-excluded-namespaces", "Native mode: comma-separated namespaces never mutated, even when labelled (default: kube-system and $POD_NAMESPACE).", func(v string) error {
+	fs.Func("native-excluded-namespaces", "Native mode: comma-separated namespaces never mutated, even when labelled (default: kube-system and $POD_NAMESPACE).", func(v string) error {
 		opts.ExcludedNamespaces = strings.Split(v, ",")
 		return nil
 	})
-	flag.StringVar(&opts.FailurePolicy, "native-failure-policy", string(admissionregistrationv1.Fail), "Native mode: failurePolicy of the generated MutatingAdmissionPolicies (Fail or Ignore).")
-	flag.StringVar(&opts.OwnerClusterRole, "native-owner-cluster-role", "", "Native mode: ClusterRole that owns the generated objects, so that deleting it (uninstalling the chart) removes them.")
-	zapOpts := zap.Options{}
-	zapOpts.BindFlags(flag.CommandLine) // --zap-log-level, --zap-devel, ...
-	// --kubeconfig is registered by controller-runtime's config package.
-	flag.Parse()
+	fs.StringVar(&opts.FailurePolicy, "native-failure-policy", string(admissionregistrationv1.Fail), "Native mode: failurePolicy of the generated MutatingAdmissionPolicies (Fail or Ignore).")
+	fs.StringVar(&opts.OwnerClusterRole, "native-owner-cluster-role", "", "Native mode: ClusterRole that owns the generated objects, so that deleting it (uninstalling the chart) removes them.")
+	opts.Zap.BindFlags(fs) // --zap-log-level, --zap-devel, ...
+	// --kubeconfig is registered on flag.CommandLine by controller-runtime's config package.
+	if err := fs.Parse(args); err != nil {
+		return opts, err
+	}
 	if opts.ExcludedNamespaces == nil {
 		opts.ExcludedNamespaces = []string{"kube-system"}
 		if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
 			opts.ExcludedNamespaces = append(opts.ExcludedNamespaces, ns)
 		}
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-	log := ctrl.Log.WithName("setup")
+	return opts, opts.validate()
+}
 
+func (o *options) validate() error {
+	var errs []error
+	switch o.Mode {
+	case modeWebhook:
+		if o.WebhookPort < 1 || o.WebhookPort > 65535 {
+			errs = append(errs, fmt.Errorf("--webhook-port=%d: want a port in 1-65535", o.WebhookPort))
+		}
+	case modeNative:
+		if fp := admissionregistrationv1.FailurePolicyType(o.FailurePolicy); fp != admissionregistrationv1.Fail && fp != admissionregistrationv1.Ignore {
+			errs = append(errs, fmt.Errorf("--native-failure-policy=%q: want Fail or Ignore", o.FailurePolicy))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--mode=%q: want %s or %s", o.Mode, modeWebhook, modeNative))
+	}
+	if o.ShutdownDelay < 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-delay=%v: want zero or more", o.ShutdownDelay))
+	}
+	return errors.Join(errs...)
+}
+
+// run builds the manager from validated options and runs it until a signal.
+func run(opts options) error {
+	log := ctrl.Log.WithName("setup")
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		log.Error(err, "building the scheme")
-		os.Exit(1)
+		return fmt.Errorf("building the scheme: %w", err)
 	}
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		log.Error(err, "building the scheme")
-		os.Exit(1)
+		return fmt.Errorf("building the scheme: %w", err)
 	}
-
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), manager.Options{
+	config, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading the kubeconfig: %w", err)
+	}
+	mgr, err := ctrl.NewManager(config, manager.Options{
 		Scheme: scheme,
 		// Policies, namespaces and pod metadata are cached; their
 		// managedFields are never read and would be most of the memory.
@@ -127,8 +172,7 @@ func main() {
 		}),
 	})
 	if err != nil {
-		log.Error(err, "creating the manager")
-		os.Exit(1)
+		return fmt.Errorf("creating the manager: %w", err)
 	}
 	shutdownDelay := opts.ShutdownDelay
 	if opts.Mode == modeNative {
@@ -136,22 +180,17 @@ func main() {
 	}
 	ctx := delayedShutdown(ctrl.SetupSignalHandler(), shutdownDelay, log)
 	if err := setupMode(ctx, mgr, opts); err != nil {
-		log.Error(err, "setting up meshrole", "mode", opts.Mode)
-		os.Exit(1)
+		return fmt.Errorf("setting up %s mode: %w", opts.Mode, err)
 	}
 	if err := status.SetupWithManager(ctx, mgr, opts.Mode == modeNative); err != nil {
-		log.Error(err, "setting up policy status")
-		os.Exit(1)
+		return fmt.Errorf("setting up policy status: %w", err)
 	}
 	if opts.Mode == modeNative {
 		log.Info("starting", "mode", opts.Mode, "excludedNamespaces", opts.ExcludedNamespaces)
 	} else {
 		log.Info("starting", "mode", opts.Mode, "webhookPort", opts.WebhookPort, "certDir", opts.CertDir)
 	}
-	if err := mgr.Start(ctx); err != nil {
-		log.Error(err, "running the manager")
-		os.Exit(1)
-	}
+	return mgr.Start(ctx)
 }
 
 func setupMode(ctx context.Context, mgr manager.Manager, opts options) error {
@@ -159,13 +198,12 @@ func setupMode(ctx context.Context, mgr manager.Manager, opts options) error {
 	case modeWebhook:
 		return mutate.SetupWithManager(ctx, mgr, opts.WebhookConfigurationName)
 	case modeNative:
-		failurePolicy := admissionregistrationv1.FailurePolicyType(opts.FailurePolicy)
-		if failurePolicy != admissionregistrationv1.Fail && failurePolicy != admissionregistrationv1.Ignore {
-			return fmt.Errorf("--native-failure-policy=%q: want Fail or Ignore", opts.FailurePolicy)
-		}
 		r := &native.Reconciler{
-			Client:  mgr.GetClient(),
-			Options: native.Options{FailurePolicy: failurePolicy, ExcludedNamespaces: opts.ExcludedNamespaces},
+			Client: mgr.GetClient(),
+			Options: native.Options{
+				FailurePolicy:      admissionregistrationv1.FailurePolicyType(opts.FailurePolicy),
+				ExcludedNamespaces: opts.ExcludedNamespaces,
+			},
 		}
 		if opts.OwnerClusterRole != "" {
 			owner, err := native.ClusterRoleOwner(ctx, mgr.GetAPIReader(), opts.OwnerClusterRole)
@@ -175,7 +213,7 @@ func setupMode(ctx context.Context, mgr manager.Manager, opts options) error {
 			r.Owner = owner
 		}
 		return r.SetupWithManager(mgr)
-	default:
+	default: // refused by validate
 		return fmt.Errorf("--mode=%q: want %s or %s", opts.Mode, modeWebhook, modeNative)
 	}
 }

@@ -100,7 +100,8 @@ func (c *OrderingCheck) report(logger logr.Logger, configs []admissionregistrati
 	}
 	message := fmt.Sprintf("Istio's injector %s sorts before %s, so the API server calls it first and meshrole's verdict comes too late: rename %s so it sorts before every istio-* configuration",
 		strings.Join(before, ", "), c.ours, c.ours)
-	logger.Info(message, "meshrole", c.ours, "istioInjectors", before)
+	logger.Info("Istio's injector sorts before meshrole, so meshrole's verdict comes too late; rename meshrole's configuration so it sorts before every istio-* one",
+		"meshrole", c.ours, "istioInjectors", before)
 	if slices.Equal(before, c.reported) {
 		return
 	}

@@ -50,3 +50,35 @@ meshrole_istio_injectors_before_meshrole 1
 		t.Error(err)
 	}
 }
+
+func TestIstioInjectorsBefore(t *testing.T) {
+	config := func(name string, webhooks ...string) admissionregistrationv1.MutatingWebhookConfiguration {
+		c := admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		for _, w := range webhooks {
+			c.Webhooks = append(c.Webhooks, admissionregistrationv1.MutatingWebhook{Name: w})
+		}
+		return c
+	}
+	configs := []admissionregistrationv1.MutatingWebhookConfiguration{
+		config("istio-sidecar-injector", "rev.namespace.sidecar-injector.istio.io"),
+		config("istio-revision-tag-default", "rev.object.sidecar-injector.istio.io"),
+		config("istio-sidecar-injector-canary"),
+		config("aaa-custom-injector", "namespace.sidecar-injector.istio.io"),
+		config("cert-manager-webhook", "webhook.cert-manager.io"),
+		config("00-meshrole", "pods.meshrole.io"),
+	}
+	if got := mutate.IstioInjectorsBefore("00-meshrole", configs); len(got) != 0 {
+		t.Errorf("00-meshrole: %v, want none", got)
+	}
+	got := mutate.IstioInjectorsBefore("zz-meshrole", configs)
+	want := []string{"aaa-custom-injector", "istio-revision-tag-default", "istio-sidecar-injector", "istio-sidecar-injector-canary"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("zz-meshrole: %v, want %v", got, want)
+	}
+	if got := mutate.IstioInjectorsBefore("istio-sidecar-injector-b", configs); strings.Join(got, ",") != "aaa-custom-injector,istio-revision-tag-default,istio-sidecar-injector" {
+		t.Errorf("istio-sidecar-injector-b: %v", got)
+	}
+}
+
+// TestHandleDecodesTheObject covers controller-runtime's handler contract,
+// which kubectl-meshrole explain uses: the pod comes as raw JSON.

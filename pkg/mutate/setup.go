@@ -17,7 +17,7 @@ import (
 // injector, metrics and readiness.
 func SetupWithManager(ctx context.Context, mgr manager.Manager, webhookConfigurationName string) error {
 	store := policy.NewStore()
-	policiesSynced, err := policy.Watch(ctx, mgr.GetCache(), store)
+	policiesSynced, err := watchPolicies(ctx, mgr.GetCache(), store)
 	if err != nil {
 		return err
 	}

@@ -27,7 +27,7 @@ type Effect struct {
 }
 
 // IstioEffect is what a workload entry's role writes among Istio's keys
-// (DESIGN §4), without meshrole's own annotations, for a pod in a namespace
+// (docs/design.md, "What a verdict writes"), without meshrole's own annotations, for a pod in a namespace
 // that is (ambient) or is not in Istio's ambient data plane.
 func IstioEffect(w *v1alpha1.Workload, ambient bool) Effect {
 	e := Effect{Labels: map[string]string{}, Annotations: map[string]string{}, Ports: map[string][]int32{}}

@@ -13,7 +13,7 @@ import (
 	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
 )
 
-// TestEffectRows checks every row of DESIGN §4 on a pod with no labels or
+// TestEffectRows checks every row of docs/design.md, "What a verdict writes", on a pod with no labels or
 // annotations of its own: the exact labels and annotations written.
 func TestEffectRows(t *testing.T) {
 	trace := func(role, workload string) map[string]string {

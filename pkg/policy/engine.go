@@ -111,7 +111,7 @@ func (p *compiledPolicy) match(k int) Match {
 	return Match{Policy: p.ref, Generation: p.generation, Priority: p.priority, Mode: p.mode, Workload: &p.workloads[k]}
 }
 
-// outranks is the precedence of DESIGN §4: higher priority, then a
+// outranks is the precedence of docs/design.md, "Precedence": higher priority, then a
 // MeshRolePolicy over a ClusterMeshRolePolicy, then name.
 func outranks(a, b *compiledPolicy) bool {
 	if a.priority != b.priority {
@@ -303,7 +303,7 @@ func byPrecedence(namespaced, cluster []*compiledPolicy, visit func(*compiledPol
 }
 
 // conflictsWith reports whether an Enforce match m, ranked below the winner,
-// is a conflict (DESIGN §4): it ties on priority and would write other keys.
+// is a conflict (docs/design.md, "Conflicts"): it ties on priority and would write other keys.
 // Entries that tie and write the same keys agree, whatever their names; a
 // tie that changes what the pod gets is decided by kind and name alone, and
 // that is what people must hear about.

@@ -26,7 +26,7 @@ import (
 	"github.com/meshrole/meshrole/test/harness"
 )
 
-// The do-nothing webhook of DESIGN §8: it decodes the review and answers
+// The do-nothing webhook of docs/design.md, "Performance targets": it decodes the review and answers
 // "allowed", nothing else. It runs as a child process (this program
 // re-executed with -serve-floor) so that its CPU time and memory are its own,
 // on a plain net/http TLS server with HTTP/2, like controller-runtime's.

@@ -1,6 +1,6 @@
 // Command bench is `make bench`: it measures meshrole's performance figures
 // side by side in one run on this machine and prints one table, each figure
-// with its target and whether it is met (DESIGN §8, issue 7):
+// with its target and whether it is met (docs/design.md, "Performance targets"):
 //
 //   - micro: pkg/mutate's benchmarks (go test -bench, median of -micro-count
 //     runs): the admission handler against the do-nothing floor on the same
@@ -42,14 +42,14 @@ import (
 	"github.com/meshrole/meshrole/test/load/loadgen"
 )
 
-// Targets (DESIGN §8 and issue 7).
+// Targets (docs/design.md, "Performance targets").
 const (
 	targetMicroRatio       = 1.5  // meshrole handler / do-nothing handler, ns/op
 	targetPolicyCountRatio = 1.2  // Decide with 10,000 policies / with 10
 	targetThroughput       = 5000 // admissions/s over TLS+HTTP/2
 	targetP99              = 5 * time.Millisecond
-	targetVsNone           = 1.15 // pod create, meshrole / no webhook (issue 7)
-	targetVsFloor          = 1.10 // pod create, meshrole / do-nothing webhook (DESIGN §8)
+	targetVsNone           = 1.15 // pod create, meshrole / no webhook
+	targetVsFloor          = 1.10 // pod create, meshrole / do-nothing webhook
 	targetRSS              = 64 << 20
 )
 

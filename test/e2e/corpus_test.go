@@ -15,7 +15,7 @@ import (
 
 // corpus is a generated set of namespaces, policies and pods for the
 // differential test of native mode against webhook mode: the fixed part
-// holds every row of DESIGN §4 and the awkward existing values; the random
+// holds every row of docs/design.md, "What a verdict writes", and the awkward existing values; the random
 // part (seeded, so a failure is reproducible) mixes priorities, modes,
 // conflicts, namespaced and cluster policies and label selectors with every
 // operator.
@@ -91,7 +91,7 @@ func newCorpus(seed uint64, prefix string) *corpus {
 	return c
 }
 
-// fixed adds, in the first namespace, a policy for every row of DESIGN §4
+// fixed adds, in the first namespace, a policy for every row of docs/design.md, "What a verdict writes",
 // and pods with the existing values meshrole must merge into or leave alone.
 func (c *corpus) fixed() {
 	ns := c.namespaces[0].Name

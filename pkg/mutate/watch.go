@@ -1,4 +1,4 @@
-package policy
+package mutate
 
 import (
 	"context"
@@ -8,13 +8,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshrole/meshrole/pkg/policy"
 	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
 )
 
-// Watch keeps store in step with the policies in an informer cache, so that
-// admissions never call the API server. The returned function reports
-// whether both policy kinds have been listed in full.
-func Watch(ctx context.Context, informers cache.Informers, store *Store) (synced func() bool, err error) {
+// watchPolicies keeps store in step with the policies in an informer cache,
+// so that admissions never call the API server. The returned function
+// reports whether both policy kinds have been listed in full.
+func watchPolicies(ctx context.Context, informers cache.Informers, store *policy.Store) (synced func() bool, err error) {
 	namespaced, err := watch(ctx, informers, &v1alpha1.MeshRolePolicy{},
 		func(p *v1alpha1.MeshRolePolicy) { store.SetMeshRolePolicy(p) },
 		func(key toolscache.ObjectName) { store.DeleteMeshRolePolicy(key.Namespace, key.Name) })

@@ -14,7 +14,7 @@ import (
 // cluster policies, whether its namespace's labels match). Native mode
 // compiles it into MutatingAdmissionPolicies: the CEL it generates evaluates
 // selectors and looks up the answers precomputed here, so the rules of
-// DESIGN §3–§4 (first entry, priority, namespaced over cluster, name order,
+// docs/design.md, "Precedence", "Conflicts" and "DryRun never enforces" (first entry, priority, namespaced over cluster, name order,
 // conflicts, DryRun) live only in this package.
 type Plan struct {
 	// Policies are those native mode compiles: the MeshRolePolicies by

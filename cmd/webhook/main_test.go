@@ -1,0 +1,40 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"strings"
+	"testing"
+)
+
+// TestOptionsAreValidatedBeforeAnyClusterAccess: a mistyped flag is reported
+// as itself; parseOptions touches no cluster, so these run with none.
+func TestOptionsAreValidatedBeforeAnyClusterAccess(t *testing.T) {
+	tests := []struct {
+		args    []string
+		wantErr string
+	}{
+		{nil, ""},
+		{[]string{"--mode=native", "--native-failure-policy=Ignore"}, ""},
+		{[]string{"--mode=natvie"}, `--mode="natvie": want webhook or native`},
+		{[]string{"--mode=native", "--native-failure-policy=Sometimes"}, `--native-failure-policy="Sometimes": want Fail or Ignore`},
+		{[]string{"--webhook-port=0"}, "--webhook-port=0: want a port in 1-65535"},
+		{[]string{"--shutdown-delay=-1s"}, "--shutdown-delay=-1s: want zero or more"},
+		{[]string{"--mode=x", "--shutdown-delay=-1s"}, `--mode="x"`},
+		{[]string{"--no-such-flag"}, "flag provided but not defined: -no-such-flag"},
+	}
+	for _, tt := range tests {
+		fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		opts, err := parseOptions(fs, tt.args)
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("%v: %v", tt.args, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("%v: error %v, want one containing %q", tt.args, err, tt.wantErr)
+		}
+		if tt.wantErr == "" && (len(opts.ExcludedNamespaces) == 0 || opts.ExcludedNamespaces[0] != "kube-system") {
+			t.Errorf("%v: excluded namespaces %v, want kube-system first by default", tt.args, opts.ExcludedNamespaces)
+		}
+	}
+}
