@@ -112,6 +112,12 @@ test: verify-generated fmt-check vet lint unit fuzz e2e istio install
 help:
 	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## //'
 
+## dist: kubectl-meshrole for linux/darwin amd64/arm64 and windows/amd64 into bin/dist (tar.gz, zip, .sha256, the krew manifest), and plugins/meshrole.yaml rewritten with their sha256 (PLUGIN_VERSION defaults to v + the chart's appVersion).
+PLUGIN_VERSION ?= v$(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' charts/meshrole/Chart.yaml)
+.PHONY: dist
+dist:
+	go run ./cmd/kubectl-meshrole/internal/dist -version $(PLUGIN_VERSION) -out $(BIN)/dist -manifest plugins/meshrole.yaml
+
 ## compat: the Istio suite against every Istio version in test/istio/injectors/versions.txt, each injector built from its own module (test/istio/injectors/gen.sh), on the control plane in MESHROLE_K8S_BIN (default bin/k8s); writes docs/compatibility.md.
 .PHONY: compat
 compat: testenv build
