@@ -130,7 +130,12 @@ func (m *PodMutator) admit(ctx context.Context, req admission.Request, pod *podV
 		role = string(decision.Winner.Role())
 	}
 
-	if pod.alreadyInjected() && decision.Matched() {
+	if pod.alreadyInjected() {
+		// Istio's injector has run: whatever meshrole wrote now would not
+		// change what the pod got, so the pod is left exactly as it is.
+		if !decision.Matched() {
+			return admission.Allowed(""), OutcomeUnmatched, ""
+		}
 		return withWarnings(admission.Allowed("pod already injected by Istio"), fmt.Sprintf(
 				"meshrole: pod already has Istio's sidecar, so Istio's injector ran before meshrole and meshrole changed nothing; "+
 					"its MutatingWebhookConfiguration must sort before every istio-* one (policy %s)", decision.Matches[0].Policy)),

@@ -134,3 +134,7 @@ var notInjected = fmt.Sprintf(
 		"!object.spec.containers.exists(c, c.name == %[2]s) && "+
 		"!(has(object.spec.initContainers) && object.spec.initContainers.exists(c, c.name == %[2]s))",
 	quote(policy.IstioSidecarStatus), quote(policy.IstioProxyContainer))
+
+// ambientNamespace is true in a namespace in Istio's ambient data plane.
+var ambientNamespace = fmt.Sprintf("has(namespaceObject.metadata.labels) && %[1]s in namespaceObject.metadata.labels && namespaceObject.metadata.labels[%[1]s] == %[2]s",
+	quote(policy.IstioDataplaneModeLabel), quote(policy.IstioDataplaneModeAmbient))

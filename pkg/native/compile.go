@@ -331,6 +331,35 @@ func usedPolicies(scopes []policy.Scope) []int {
 
 func (c *compiler) isDryRun(i int) bool { return c.plan.Policies[i].Mode == v1alpha1.ModeDryRun }
 
+// writesDifferInAmbient reports whether an entry of policy i writes other
+// keys in an ambient namespace, so that the CEL must tell them apart.
+func (c *compiler) writesDifferInAmbient(i int) bool {
+	return slices.ContainsFunc(c.plan.Policies[i].Entries, func(e policy.PlannedEntry) bool { return e.Ambient != nil })
+}
+
+// variants are what an entry writes, in sidecar namespaces and, where it
+// differs, in ambient ones.
+func variants(e *policy.PlannedEntry) []*policy.EntryWrites {
+	if e.Ambient == nil {
+		return []*policy.EntryWrites{&e.EntryWrites}
+	}
+	return []*policy.EntryWrites{&e.EntryWrites, e.Ambient}
+}
+
+// leaf is entry id's value of one write: f of what the entry writes, chosen
+// by the namespace's data-plane mode where that makes a difference.
+func (c *compiler) leaf(id int, f func(*policy.EntryWrites) string) string {
+	e := c.entries[id]
+	sidecar := f(&e.EntryWrites)
+	if e.Ambient == nil {
+		return sidecar
+	}
+	if ambient := f(e.Ambient); ambient != sidecar {
+		return "(variables.ambient ? " + ambient + " : " + sidecar + ")"
+	}
+	return sidecar
+}
+
 // matchVariables find the entry that decides the pod: the pod's labels and
 // annotations, each policy's first matching entry (p<i>), and from those,
 // by the pod's namespace, the winner (the first Enforce match in the
@@ -345,6 +374,9 @@ func (c *compiler) matchVariables(policies []int, scopes, branches []policy.Scop
 			Name:       "namespaceLabels",
 			Expression: "has(namespaceObject.metadata.labels) ? namespaceObject.metadata.labels : {}",
 		})
+	}
+	if slices.ContainsFunc(policies, c.writesDifferInAmbient) {
+		vars = append(vars, admissionregistrationv1.Variable{Name: "ambient", Expression: ambientNamespace})
 	}
 	for _, i := range policies {
 		expr, err := c.firstMatch(i)
@@ -404,8 +436,8 @@ func (c *compiler) writeVariables(policies []int) (vars []admissionregistrationv
 		vars = append(vars, v...)
 		return w
 	}
-	labelWrites = collect(c.keyWrites("label", winnable, func(e *policy.PlannedEntry) map[string]string { return e.Effect.Labels }))
-	annotationWrites = collect(c.keyWrites("annotation", winnable, func(e *policy.PlannedEntry) map[string]string { return e.Effect.Annotations }))
+	labelWrites = collect(c.keyWrites("label", winnable, func(w *policy.EntryWrites) map[string]string { return w.Effect.Labels }))
+	annotationWrites = collect(c.keyWrites("annotation", winnable, func(w *policy.EntryWrites) map[string]string { return w.Effect.Annotations }))
 	annotationWrites = append(annotationWrites, collect(c.conflictWrites(winnable))...)
 	annotationWrites = append(annotationWrites, collect(c.dryRunWrites(dryRunnable))...)
 	annotationWrites = append(annotationWrites, collect(c.portWrites(winnable))...)
@@ -415,11 +447,13 @@ func (c *compiler) writeVariables(policies []int) (vars []admissionregistrationv
 // keyWrites are the keys any winnable entry writes into one map (kind is
 // "label" or "annotation"), each with the variable <kind><n> that holds its
 // value for the winner.
-func (c *compiler) keyWrites(kind string, winnable []int, keyOf func(e *policy.PlannedEntry) map[string]string) ([]admissionregistrationv1.Variable, []write) {
+func (c *compiler) keyWrites(kind string, winnable []int, keyOf func(*policy.EntryWrites) map[string]string) ([]admissionregistrationv1.Variable, []write) {
 	keys := map[string]bool{}
 	for _, id := range winnable {
-		for k := range keyOf(c.entries[id]) {
-			keys[k] = true
+		for _, w := range variants(c.entries[id]) {
+			for k := range keyOf(w) {
+				keys[k] = true
+			}
 		}
 	}
 	var vars []admissionregistrationv1.Variable
@@ -427,10 +461,12 @@ func (c *compiler) keyWrites(kind string, winnable []int, keyOf func(e *policy.P
 	for n, key := range slices.Sorted(maps.Keys(keys)) {
 		name := fmt.Sprintf("%s%d", kind, n)
 		vars = append(vars, admissionregistrationv1.Variable{Name: name, Expression: choose("variables.winner", winnable, func(id int) string {
-			if v, ok := keyOf(c.entries[id])[key]; ok {
-				return "optional.of(" + quote(v) + ")"
-			}
-			return "optional.none()"
+			return c.leaf(id, func(w *policy.EntryWrites) string {
+				if v, ok := keyOf(w)[key]; ok {
+					return "optional.of(" + quote(v) + ")"
+				}
+				return "optional.none()"
+			})
 		}, "optional.none()")})
 		writes = append(writes, write{key, "variables." + name})
 	}
@@ -442,7 +478,7 @@ func (c *compiler) keyWrites(kind string, winnable []int, keyOf func(e *policy.P
 func (c *compiler) conflictWrites(winnable []int) ([]admissionregistrationv1.Variable, []write) {
 	var conflicted []int
 	for _, id := range winnable {
-		if len(c.entries[id].Conflicts) > 0 {
+		if slices.ContainsFunc(variants(c.entries[id]), func(w *policy.EntryWrites) bool { return len(w.Conflicts) > 0 }) {
 			conflicted = append(conflicted, id)
 		}
 	}
@@ -451,13 +487,17 @@ func (c *compiler) conflictWrites(winnable []int) ([]admissionregistrationv1.Var
 	}
 	return []admissionregistrationv1.Variable{
 		{Name: "conflicts", Expression: choose("variables.winner", conflicted, func(id int) string {
-			refs := c.entries[id].Conflicts
-			parts := make([]string, len(refs))
-			for n, ref := range refs {
-				other := &c.plan.Policies[ref.Policy].Entries[ref.Entry]
-				parts[n] = fmt.Sprintf("variables.%s == %d ? %s : ''", policyVar(ref.Policy), ref.Entry, quote(other.ConflictText))
-			}
-			return "[" + strings.Join(parts, ", ") + "].filter(s, s != '')"
+			return c.leaf(id, func(w *policy.EntryWrites) string {
+				if len(w.Conflicts) == 0 {
+					return "[]"
+				}
+				parts := make([]string, len(w.Conflicts))
+				for n, ref := range w.Conflicts {
+					other := &c.plan.Policies[ref.Policy].Entries[ref.Entry]
+					parts[n] = fmt.Sprintf("variables.%s == %d ? %s : ''", policyVar(ref.Policy), ref.Entry, quote(other.ConflictText))
+				}
+				return "[" + strings.Join(parts, ", ") + "].filter(s, s != '')"
+			})
 		}, "[]")},
 		{Name: "conflict", Expression: "variables.conflicts.size() > 0 ? optional.of(variables.conflicts.join(',')) : optional.none()"},
 	}, []write{{policy.ConflictAnnotation, "variables.conflict"}}
@@ -469,7 +509,7 @@ func (c *compiler) dryRunWrites(dryRunnable []int) ([]admissionregistrationv1.Va
 		return nil, nil
 	}
 	return []admissionregistrationv1.Variable{{Name: "dryRunReport", Expression: choose("variables.dryRun", dryRunnable, func(id int) string {
-		return "optional.of(" + quote(c.entries[id].DryRunReport) + ")"
+		return c.leaf(id, func(w *policy.EntryWrites) string { return "optional.of(" + quote(w.DryRunReport) + ")" })
 	}, "optional.none()")}}, []write{{policy.DryRunAnnotation, "variables.dryRunReport"}}
 }
 
@@ -481,7 +521,7 @@ func (c *compiler) portWrites(winnable []int) ([]admissionregistrationv1.Variabl
 	for n, key := range []string{policy.IstioExcludeInboundPorts, policy.IstioExcludeOutboundPorts} {
 		var withPorts []int
 		for _, id := range winnable {
-			if len(c.entries[id].Effect.Ports[key]) > 0 {
+			if slices.ContainsFunc(variants(c.entries[id]), func(w *policy.EntryWrites) bool { return len(w.Effect.Ports[key]) > 0 }) {
 				withPorts = append(withPorts, id)
 			}
 		}
@@ -490,12 +530,14 @@ func (c *compiler) portWrites(winnable []int) ([]admissionregistrationv1.Variabl
 		}
 		prefix := fmt.Sprintf("ports%d", n)
 		vars = append(vars, portListMerge(prefix, key, choose("variables.winner", withPorts, func(id int) string {
-			ports := c.entries[id].Effect.Ports[key]
-			list := make([]string, len(ports))
-			for j, p := range ports {
-				list[j] = strconv.Itoa(int(p))
-			}
-			return "[" + strings.Join(list, ", ") + "]"
+			return c.leaf(id, func(w *policy.EntryWrites) string {
+				ports := w.Effect.Ports[key]
+				list := make([]string, len(ports))
+				for j, p := range ports {
+					list[j] = strconv.Itoa(int(p))
+				}
+				return "[" + strings.Join(list, ", ") + "]"
+			})
 		}, "[]"))...)
 		writes = append(writes, write{key, "variables." + prefix + "Merged"})
 	}
@@ -527,10 +569,22 @@ func patchExpression(labelWrites, annotationWrites []write) string {
 			ops = append(ops, fmt.Sprintf("(%[1]s.hasValue() ? [JSONPatch{op: 'add', path: %[2]s, value: %[1]s.value()}] : [])", w.value, quote(path)))
 		}
 	}
-	if len(ops) == 0 {
-		return "[]"
-	}
+	ops = append(ops, removeUnwritten(annotationWrites))
 	return strings.Join(ops, " + ")
+}
+
+// removeUnwritten removes the pod's meshrole.io/* annotations that the
+// verdict does not write: they are meshrole's record, and any other is stale
+// or forged (policy.Effect.Apply does the same in webhook mode).
+func removeUnwritten(annotationWrites []write) string {
+	var written []string
+	for _, w := range annotationWrites {
+		if strings.HasPrefix(w.key, policy.KeyPrefix) {
+			written = append(written, fmt.Sprintf("%s.hasValue() ? %s : ''", w.value, quote(w.key)))
+		}
+	}
+	return fmt.Sprintf("variables.annotations.filter(k, k.startsWith(%s) && !(k in [%s])).map(k, JSONPatch{op: 'remove', path: '/metadata/annotations/' + jsonpatch.escapeKey(k)})",
+		quote(policy.KeyPrefix), strings.Join(written, ", "))
 }
 
 // matchConditions leave alone pods Istio has already injected and the

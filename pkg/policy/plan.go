@@ -54,20 +54,37 @@ type PlannedEntry struct {
 	Name     string
 	Role     v1alpha1.Role
 	Selector labels.Selector
+	// EntryWrites are what the entry writes in a namespace outside Istio's
+	// ambient data plane.
+	EntryWrites
+	// Ambient is what it writes in an ambient namespace, when that differs
+	// (a client entry with proxy Inject writes no sidecar keys there); nil
+	// when it is the same. See IstioEffect.
+	Ambient *EntryWrites
+	// ConflictText is this entry's part of meshrole.io/conflict when it ties
+	// with a winner that writes other keys.
+	ConflictText string
+	// workload is the compiled entry, for the engine's rules; read-only.
+	workload *v1alpha1.Workload
+	// ambient is filled in while planning, and becomes Ambient if it differs.
+	ambient EntryWrites
+}
+
+// EntryWrites are what an entry writes in namespaces of one data-plane mode.
+type EntryWrites struct {
 	// Effect is what a pod gets when this entry wins, meshrole's own
 	// annotations included; meshrole.io/conflict is added from Conflicts.
 	Effect Effect
 	// DryRunReport is the value of meshrole.io/dry-run when this entry is
 	// the DryRun match a decision reports.
 	DryRunReport string
-	// ConflictText is this entry's part of meshrole.io/conflict when it ties
-	// with a winner of another role.
-	ConflictText string
 	// Conflicts are the entries that, when they match, tie with this entry
 	// as the winner; in precedence order.
 	Conflicts []EntryRef
-	// workload is the compiled entry, for the engine's rules; read-only.
-	workload *v1alpha1.Workload
+}
+
+func (w *EntryWrites) equal(o *EntryWrites) bool {
+	return w.Effect.Equal(&o.Effect) && w.DryRunReport == o.DryRunReport && slices.Equal(w.Conflicts, o.Conflicts)
 }
 
 // EntryRef names a workload entry of a planned policy.
@@ -153,6 +170,14 @@ func (s *Store) Plan() Plan {
 		}
 	}
 	scope("", nil)
+	for i := range plan.Policies {
+		for k := range plan.Policies[i].Entries {
+			e := &plan.Policies[i].Entries[k]
+			if !e.equal(&e.ambient) {
+				e.Ambient = &e.ambient
+			}
+		}
+	}
 	return plan
 }
 
@@ -160,14 +185,17 @@ func plannedPolicy(p *compiledPolicy) PlannedPolicy {
 	pp := PlannedPolicy{Ref: p.ref, Mode: p.mode, Priority: p.priority, NamespaceSelector: p.namespaceSelector}
 	for k := range p.workloads {
 		m := p.match(k)
-		winner := Decision{Winner: &m}
-		dryRun := Decision{DryRun: &m}
+		writes := func(ambient bool) EntryWrites {
+			winner := Decision{Winner: &m, Ambient: ambient}
+			dryRun := Decision{DryRun: &m, Ambient: ambient}
+			return EntryWrites{Effect: winner.Effect(), DryRunReport: dryRun.Effect().Annotations[DryRunAnnotation]}
+		}
 		pp.Entries = append(pp.Entries, PlannedEntry{
 			Name:         p.workloads[k].Name,
 			Role:         p.workloads[k].Role,
 			Selector:     p.selectors[k],
-			Effect:       winner.Effect(),
-			DryRunReport: dryRun.Effect().Annotations[DryRunAnnotation],
+			EntryWrites:  writes(false),
+			ambient:      writes(true),
 			ConflictText: conflictText(&m),
 			workload:     m.Workload,
 		})
@@ -186,13 +214,17 @@ func (plan *Plan) addConflicts(sc Scope) {
 		}
 		for k := range winner.Entries {
 			w := winner.match(k)
+			e := &winner.Entries[k]
 			for _, qi := range sc.Policies[a+1:] {
 				other := &plan.Policies[qi]
 				for j := range other.Entries {
 					m := other.match(j)
 					ref := EntryRef{Policy: qi, Entry: j}
-					if conflictsWith(&w, &m, false) && !slices.Contains(winner.Entries[k].Conflicts, ref) {
-						winner.Entries[k].Conflicts = append(winner.Entries[k].Conflicts, ref)
+					if conflictsWith(&w, &m, false) && !slices.Contains(e.Conflicts, ref) {
+						e.Conflicts = append(e.Conflicts, ref)
+					}
+					if conflictsWith(&w, &m, true) && !slices.Contains(e.ambient.Conflicts, ref) {
+						e.ambient.Conflicts = append(e.ambient.Conflicts, ref)
 					}
 				}
 			}

@@ -44,11 +44,17 @@ func evalPlan(plan *policy.Plan, in policy.Input) policy.Effect {
 			}
 		}
 	}
+	writes := func(e *policy.PlannedEntry) *policy.EntryWrites {
+		if e.Ambient != nil && policy.IsAmbient(in.NamespaceLabels) {
+			return e.Ambient
+		}
+		return &e.EntryWrites
+	}
 	var e policy.Effect
 	e.Annotations = map[string]string{}
 	for _, i := range scope.Policies {
 		if k := first[i]; k >= 0 && plan.Policies[i].Mode != v1alpha1.ModeDryRun {
-			w := plan.Policies[i].Entries[k]
+			w := writes(&plan.Policies[i].Entries[k])
 			e = w.Effect
 			e.Annotations = maps.Clone(w.Effect.Annotations)
 			var conflicts []string
@@ -66,7 +72,7 @@ func evalPlan(plan *policy.Plan, in policy.Input) policy.Effect {
 	for _, i := range scope.Policies {
 		if k := first[i]; k >= 0 {
 			if plan.Policies[i].Mode == v1alpha1.ModeDryRun {
-				e.Annotations[policy.DryRunAnnotation] = plan.Policies[i].Entries[k].DryRunReport
+				e.Annotations[policy.DryRunAnnotation] = writes(&plan.Policies[i].Entries[k]).DryRunReport
 			}
 			break
 		}
@@ -78,8 +84,9 @@ func evalPlan(plan *policy.Plan, in policy.Input) policy.Effect {
 // the Plan says with what Decide says.
 func TestPlanDecidesLikeTheStore(t *testing.T) {
 	apps := []string{"a", "b", "c"}
-	namespaces := []string{"alpha", "beta", "gamma"}
-	nsLabels := map[string]labels.Set{"alpha": {"tier": "apps"}, "beta": {"tier": "db"}, "gamma": {}}
+	namespaces := []string{"alpha", "beta", "gamma", "delta"}
+	nsLabels := map[string]labels.Set{"alpha": {"tier": "apps"}, "beta": {"tier": "db"}, "gamma": {},
+		"delta": {"tier": "apps", "istio.io/dataplane-mode": "ambient"}}
 	randomSelector := func(r *rand.Rand) metav1.LabelSelector {
 		switch r.IntN(4) {
 		case 0:
@@ -101,13 +108,14 @@ func TestPlanDecidesLikeTheStore(t *testing.T) {
 			w := peer(fmt.Sprintf("w%d", k), randomSelector(r))
 			if r.IntN(2) == 0 {
 				w = client(w.Name, w.Selector)
-				w.Client = &v1alpha1.ClientSettings{ExcludeOutboundPorts: []v1alpha1.Port{8761}}
+				proxies := []v1alpha1.ClientProxy{"", v1alpha1.ClientProxyInject, v1alpha1.ClientProxySidecar, v1alpha1.ClientProxyUnchanged}
+				w.Client = &v1alpha1.ClientSettings{Proxy: proxies[r.IntN(len(proxies))], ExcludeOutboundPorts: []v1alpha1.Port{8761}}
 			}
 			spec.Workloads = append(spec.Workloads, w)
 		}
 		return spec
 	}
-	decisions, conflicts, dryRuns := 0, 0, 0
+	decisions, conflicts, dryRuns, ambient := 0, 0, 0, 0
 	for seed := range uint64(200) {
 		r := rand.New(rand.NewPCG(seed, 1))
 		s := policy.NewStore()
@@ -143,6 +151,9 @@ func TestPlanDecidesLikeTheStore(t *testing.T) {
 						t.Fatalf("seed %d, namespace %s, pod %v:\nplan:   %+v\ndecide: %+v", seed, ns, pod, got, want)
 					}
 					decisions++
+					if policy.IsAmbient(in.NamespaceLabels) && want.Annotations[policy.RoleAnnotation] == "client-stateless" {
+						ambient++
+					}
 					if want.Annotations[policy.ConflictAnnotation] != "" {
 						conflicts++
 					}
@@ -153,10 +164,11 @@ func TestPlanDecidesLikeTheStore(t *testing.T) {
 			}
 		}
 	}
-	if conflicts == 0 || dryRuns == 0 {
-		t.Fatalf("%d decisions compared, %d with conflicts, %d with DryRun reports: the corpus must have both", decisions, conflicts, dryRuns)
+	if conflicts == 0 || dryRuns == 0 || ambient == 0 {
+		t.Fatalf("%d decisions compared, %d with conflicts, %d with DryRun reports, %d clients in an ambient namespace: the corpus must have all three",
+			decisions, conflicts, dryRuns, ambient)
 	}
-	t.Logf("%d decisions compared (%d with conflicts, %d with DryRun reports)", decisions, conflicts, dryRuns)
+	t.Logf("%d decisions compared (%d with conflicts, %d with DryRun reports, %d clients in an ambient namespace)", decisions, conflicts, dryRuns, ambient)
 }
 
 // normalize treats empty and missing maps alike.

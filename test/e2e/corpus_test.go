@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrole/meshrole/pkg/policy"
@@ -17,8 +18,9 @@ import (
 // differential test of native mode against webhook mode: the fixed part
 // holds every row of docs/design.md, "What a verdict writes", and the awkward existing values; the random
 // part (seeded, so a failure is reproducible) mixes priorities, modes,
-// conflicts, namespaced and cluster policies and label selectors with every
-// operator.
+// conflicts, namespaced and cluster policies, label selectors with every
+// operator, ambient namespaces and pods that carry meshrole.io/* keys of
+// their own.
 type corpus struct {
 	namespaces []*corev1.Namespace
 	policies   []client.Object
@@ -46,8 +48,8 @@ func newCorpus(seed uint64, prefix string) *corpus {
 		{"tier": "apps"},
 		{"tier": "apps", "team": "infra"},
 		{"team": "infra"},
-		{},
-		{"tier": "apps", "team": "payments"},
+		{policy.IstioDataplaneModeLabel: policy.IstioDataplaneModeAmbient},
+		{"tier": "apps", "team": "payments", policy.IstioDataplaneModeLabel: policy.IstioDataplaneModeAmbient},
 	}
 	for i, first := range []string{"a", "k", "m", "s", "9"} {
 		lbls := map[string]string{policy.EnabledNamespaceLabel: "true", corpusLabel: prefix}
@@ -179,8 +181,11 @@ func randomSpec(r *rand.Rand) v1alpha1.PolicySpec {
 		} else {
 			w.Role = v1alpha1.RoleClientStateless
 			w.Client = &v1alpha1.ClientSettings{ExcludeOutboundPorts: subset(r, corpusPorts)}
-			if r.IntN(4) == 0 {
+			switch r.IntN(6) {
+			case 0:
 				w.Client.Proxy = v1alpha1.ClientProxyUnchanged
+			case 1:
+				w.Client.Proxy = v1alpha1.ClientProxySidecar
 			}
 		}
 		spec.Workloads = append(spec.Workloads, w)
@@ -228,18 +233,33 @@ func randomPodLabels(r *rand.Rand) map[string]string {
 
 func randomAnnotations(r *rand.Rand) map[string]string {
 	a := map[string]string{}
-	switch r.IntN(5) {
+	switch r.IntN(6) {
 	case 0:
 		a[policy.IstioExcludeOutboundPorts] = "8761,15020"
 	case 1:
 		a[policy.IstioExcludeInboundPorts] = "x,2888"
 	case 2:
 		a[policy.IstioInjectKey] = pick(r, []string{"true", "false"})
+	case 3: // copied from a pod meshrole admitted elsewhere, or forged
+		a[policy.RoleAnnotation] = "peer-stateful"
+		a[policy.ConflictAnnotation] = "cluster/x/y=client-stateless"
+		a[policy.DryRunAnnotation] = "{}"
 	}
 	if len(a) == 0 {
 		return nil
 	}
 	return a
+}
+
+// ambient reports whether a namespace of the corpus is in Istio's ambient
+// data plane.
+func (c *corpus) ambient(namespace string) bool {
+	for _, ns := range c.namespaces {
+		if ns.Name == namespace {
+			return policy.IsAmbient(labels.Set(ns.Labels))
+		}
+	}
+	return false
 }
 
 // namespaceNames lists the corpus's namespaces.

@@ -70,16 +70,16 @@ func TestNativeMatchesWebhook(t *testing.T) {
 					counts["differences"]++
 					t.Errorf("pod %s/%s: annotations differ (-native +webhook):\n%s", pod.Namespace, pod.Name, d)
 				}
-				countVerdict(counts, pod, fromWebhook)
+				countVerdict(counts, pod, fromWebhook, c.ambient(pod.Namespace))
 			}
-			t.Logf("%d policies, %d pods: %d matched (%d peer-stateful, %d client-stateless), %d with a conflict, %d with a DryRun report, %d with ports merged; %d differences",
-				len(c.policies), counts["pods"], counts["matched"], counts["peer-stateful"], counts["client-stateless"],
-				counts["conflict"], counts["dry-run"], counts["ports"], counts["differences"])
+			t.Logf("%d policies, %d pods: %d matched (%d peer-stateful, %d client-stateless, %d of them in an ambient namespace), %d with a conflict, %d with a DryRun report, %d with ports merged, %d with meshrole.io keys of their own removed; %d differences",
+				len(c.policies), counts["pods"], counts["matched"], counts["peer-stateful"], counts["client-stateless"], counts["ambient client"],
+				counts["conflict"], counts["dry-run"], counts["ports"], counts["meshrole keys removed"], counts["differences"])
 			for k, v := range counts {
 				total[k] += v
 			}
 			// Every kind of outcome must have happened, or the corpus proves little.
-			for _, k := range []string{"peer-stateful", "client-stateless", "conflict", "dry-run", "ports"} {
+			for _, k := range []string{"peer-stateful", "client-stateless", "conflict", "dry-run", "ports", "ambient client", "meshrole keys removed"} {
 				if counts[k] == 0 {
 					t.Errorf("the corpus produced no pod with %s; change the generator", k)
 				}
@@ -319,11 +319,20 @@ func applyCorpus(t *testing.T, ctx context.Context, hh *harness.Harness, c *corp
 	}
 }
 
-func countVerdict(counts map[string]int, in, out *corev1.Pod) {
+func countVerdict(counts map[string]int, in, out *corev1.Pod, ambient bool) {
 	annotations := out.Annotations
 	if role := annotations[policy.RoleAnnotation]; role != "" {
 		counts["matched"]++
 		counts[role]++
+		if ambient && role == string(v1alpha1.RoleClientStateless) {
+			counts["ambient client"]++
+		}
+	}
+	for k := range in.Annotations {
+		if _, kept := annotations[k]; strings.HasPrefix(k, policy.KeyPrefix) && !kept {
+			counts["meshrole keys removed"]++
+			break
+		}
 	}
 	if annotations[policy.ConflictAnnotation] != "" {
 		counts["conflict"]++
