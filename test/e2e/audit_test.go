@@ -2,15 +2,16 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,16 +27,11 @@ type finding struct {
 	Message string `json:"message"`
 }
 
-// runAudit builds the kubectl plugin and runs `audit -o json` against the
-// suite's API server.
+// runAudit runs the kubectl plugin's `audit -o json` against the suite's
+// API server.
 func runAudit(t *testing.T, args ...string) ([]finding, int) {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "kubectl-meshrole")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/kubectl-meshrole")
-	build.Dir = h.Root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building kubectl-meshrole: %v\n%s", err, out)
-	}
+	bin := pluginBinary(t)
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(bin, append([]string{"audit", "--kubeconfig", h.Kubeconfig, "-o", "json"}, args...)...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -120,12 +116,33 @@ spec:
     selector: {matchLabels: {app: web}}
     role: client-stateless
 `)
-	findings, code = runAudit(t, "--webhook-configuration-name", "zz-meshrole-after-istio")
+	// An Istio injector's configuration, with no webhooks so that it calls
+	// nothing: the check looks at its name only.
+	injector := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: istioInjectorConfig}}
+	if err := h.Client.Create(ctx, injector); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := h.Client.Delete(context.Background(), injector); err != nil {
+			t.Errorf("deleting %s: %v", istioInjectorConfig, err)
+		}
+	})
+
 	want = append(want,
 		"needs-restart Pod/e2e-audit/zk-0",
 		"needs-restart Pod/e2e-audit/web-0",
 		"bypass-not-excluded-by-clients Pod/e2e-audit/web-0")
+	// meshrole's default name sorts before istio-*: no ordering finding.
+	findings, code = runAudit(t)
 	assertFindings(t, findings, code, want)
+	// Named after istio-*, Istio's injector decides first.
+	findings, code = runAudit(t, "--webhook-configuration-name", "zz-meshrole-after-istio")
+	assertFindings(t, findings, code, append(want, "istio-injector-first MutatingWebhookConfiguration/"+istioInjectorConfig))
+	for _, f := range findings {
+		if f.Check == "istio-injector-first" && !strings.Contains(f.Message, "sorts before zz-meshrole-after-istio") {
+			t.Errorf("ordering finding does not name meshrole's configuration: %s", f.Message)
+		}
+	}
 	for _, f := range findings {
 		if f.Check == "bypass-not-excluded-by-clients" && !strings.Contains(f.Message, "2888,3888") {
 			t.Errorf("bypass finding does not name the ports: %s", f.Message)
@@ -133,12 +150,16 @@ spec:
 	}
 }
 
-// assertFindings checks the findings in namespace e2e-audit, by check and object.
+// istioInjectorConfig is the Istio injector configuration testAudit creates.
+const istioInjectorConfig = "istio-sidecar-injector-e2e-audit"
+
+// assertFindings checks the findings in namespace e2e-audit and about the
+// test's Istio injector configuration, by check and object.
 func assertFindings(t *testing.T, findings []finding, code int, want []string) {
 	t.Helper()
 	var got []string
 	for _, f := range findings {
-		if strings.Contains(f.Object, "/e2e-audit/") {
+		if strings.Contains(f.Object, "/e2e-audit/") || f.Object == "MutatingWebhookConfiguration/"+istioInjectorConfig {
 			got = append(got, f.Check+" "+f.Object)
 		}
 		t.Logf("finding: %s %s: %s", f.Check, f.Object, f.Message)
