@@ -107,3 +107,23 @@ func TestNamespaceReaderBoundsTheLiveRead(t *testing.T) {
 		t.Fatalf("after %v: %v, want a deadline error after about 50ms", time.Since(start), err)
 	}
 }
+
+// TestColdNamespaceCacheAdmitsThePod: the first pod of a namespace the cache
+// has not seen yet gets its verdict, not an error (which failurePolicy Fail
+// turns into a refused pod).
+func TestColdNamespaceCacheAdmitsThePod(t *testing.T) {
+	var cacheGets, liveGets int
+	reader := &mutate.NamespaceReader{
+		Cache: namespaceClient(t, &cacheGets),
+		Live:  namespaceClient(t, &liveGets, labelledNamespace("shop", map[string]string{"meshrole.io/enabled": "true"})),
+	}
+	m := newMutator(t)
+	m.NamespaceLabels = reader.Labels
+	resp := post(t, m, marshal(t, seedReview(t))).Response
+	if !resp.Allowed || len(resp.Patch) == 0 || !strings.Contains(string(resp.Patch), `"meshrole.io/role":"peer-stateful"`) {
+		t.Fatalf("allowed=%v result=%v patch=%s: want the peer verdict", resp.Allowed, resp.Result, resp.Patch)
+	}
+	if liveGets != 1 {
+		t.Fatalf("%d live reads, want 1", liveGets)
+	}
+}

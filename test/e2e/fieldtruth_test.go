@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,22 +48,42 @@ func testColdNamespaceCache(t *testing.T) {
 	}
 
 	missesBefore := scrapeCounter(t, ctx, `meshrole_namespace_cache_misses_total{result="found"}`)
+	// All at once, as a GitOps sync applies a set of namespaces and their
+	// workloads: the webhook's namespace informer then trails the pods.
 	const n = 20
-	var refused []string
+	var (
+		mu      sync.Mutex
+		refused []string
+		wg      sync.WaitGroup
+	)
+	admitted := make([]*corev1.Pod, n)
 	for i := range n {
-		ns := fmt.Sprintf("e2e-cold-%02d", i)
-		createNamespace(t, ctx, ns, true, map[string]string{selectorLabel: "true"})
-		pod := newPod(ns, "first", peerLabels, nil)
-		if err := h.Client.Create(ctx, pod); err != nil {
-			refused = append(refused, fmt.Sprintf("%s: %v", ns, err))
-			continue
-		}
+		wg.Go(func() {
+			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+				Name:   fmt.Sprintf("e2e-cold-%02d", i),
+				Labels: map[string]string{enabledNsLabel: "true", selectorLabel: "true"},
+			}}
+			err := h.Client.Create(ctx, ns)
+			if err == nil {
+				pod := newPod(ns.Name, "first", peerLabels, nil)
+				if err = h.Client.Create(ctx, pod); err == nil {
+					admitted[i] = pod
+					return
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			refused = append(refused, fmt.Sprintf("%s: %v", ns.Name, err))
+		})
+	}
+	wg.Wait()
+	if len(refused) > 0 {
+		t.Fatalf("%d of %d first pods refused:\n%s", len(refused), n, strings.Join(refused, "\n"))
+	}
+	for _, pod := range admitted {
 		expectPod(t, pod, peerLabels,
 			map[string]string{"sidecar.istio.io/inject": "false", "istio.io/dataplane-mode": "none"},
 			map[string]string{"sidecar.istio.io/inject": "false", roleKey: "peer-stateful", policyKey: "cluster/e2e-cold", workloadKey: "peers"})
-	}
-	if len(refused) > 0 {
-		t.Fatalf("%d of %d first pods refused:\n%s", len(refused), n, strings.Join(refused, "\n"))
 	}
 	misses := scrapeCounter(t, ctx, `meshrole_namespace_cache_misses_total{result="found"}`) - missesBefore
 	t.Logf("%d first pods in new namespaces admitted with the cluster policy's verdict; %d of them found their namespace by a live read (cache miss)", n, int(misses))
