@@ -1,6 +1,7 @@
 package istio_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -40,30 +41,40 @@ const (
 	nativeSidecarAnno   = "sidecar.istio.io/nativeSidecar"
 )
 
-// istioLog receives the logs of Istio's packages (the injector logs each
-// request); kept when a test fails.
-var istioLog string
+// istioBin is the injector of the selected Istio version, built by TestMain.
+var istioBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "meshrole-istio-")
+	// envtest logs through controller-runtime's logger.
+	ctrllog.SetLogger(logr.Discard())
+	bin, err := buildInjector()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	// envtest logs through controller-runtime's logger.
-	ctrllog.SetLogger(logr.Discard())
-	istioLog = filepath.Join(dir, "istio.log")
-	if err := injector.ConfigureLogging(istioLog); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	istioBin = bin
+	os.Exit(m.Run())
+}
+
+// buildInjector builds the injector of $MESHROLE_ISTIO_VERSION (the master
+// pin by default) from its own module, or finds it built already.
+func buildInjector() (string, error) {
+	root, err := harness.RepoRoot()
+	if err != nil {
+		return "", err
 	}
-	code := m.Run()
-	if code == 0 {
-		_ = os.RemoveAll(dir)
+	version := injector.SelectedVersion()
+	start := time.Now()
+	bin, built, err := injector.Build(context.Background(), root, version)
+	if err != nil {
+		return "", err
+	}
+	if built {
+		fmt.Printf("built Istio %s's injector into %s in %v\n", version, bin, time.Since(start).Round(time.Second))
 	} else {
-		fmt.Fprintf(os.Stderr, "Istio's log: %s\n", istioLog)
+		fmt.Printf("Istio %s's injector: %s (up to date)\n", version, bin)
 	}
-	os.Exit(code)
+	return bin, nil
 }
 
 // env is one control plane with meshrole and Istio's injector registered.
@@ -74,9 +85,6 @@ type env struct {
 	meshroleConfig string
 }
 
-// rendered is Istio's chart output, rendered once per test binary.
-var rendered *injector.Rendered
-
 // startEnv starts the harness (kube-apiserver, etcd, kube-controller-manager,
 // meshrole's webhook registered as 00-meshrole), Istio's injector, and
 // registers Istio's istio-sidecar-injector configuration. With
@@ -86,15 +94,6 @@ var rendered *injector.Rendered
 func startEnv(t *testing.T, meshroleConfig string, mode harness.Mode) *env {
 	t.Helper()
 	ctx := t.Context()
-	var err error
-	if rendered == nil {
-		start := time.Now()
-		if rendered, err = injector.Render(); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("rendered Istio's charts (%v) in %v", rendered.Flags, time.Since(start).Round(time.Millisecond))
-	}
-
 	opts := harness.Options{Progress: func(step string) { t.Log(step) }, Mode: mode}
 	if meshroleConfig != harness.WebhookConfigurationName {
 		opts.WebhookArgs = []string{"--webhook-configuration-name=" + meshroleConfig}
@@ -108,6 +107,9 @@ func startEnv(t *testing.T, meshroleConfig string, mode harness.Mode) *env {
 		if t.Failed() {
 			h.KeepWorkDir = true
 			t.Log(h.Diagnostics(40))
+			if e.istio != nil {
+				t.Logf("istio-injector's log (%s), last lines:\n%s", filepath.Join(h.WorkDir, "istio-injector.log"), e.istio.LogTail(40))
+			}
 		}
 		if e.istio != nil {
 			if err := e.istio.Stop(); err != nil {
@@ -119,11 +121,17 @@ func startEnv(t *testing.T, meshroleConfig string, mode harness.Mode) *env {
 		}
 	})
 
-	t.Log("starting Istio's injector")
-	if e.istio, err = injector.Start(injector.Options{RestConfig: h.Config, Rendered: rendered}); err != nil {
+	t.Logf("starting Istio's injector (%s)", istioBin)
+	if e.istio, err = injector.Start(ctx, injector.Options{
+		Bin:        istioBin,
+		Kubeconfig: h.Kubeconfig,
+		CertDir:    h.CertDir,
+		LogPath:    filepath.Join(h.WorkDir, "istio-injector.log"),
+	}); err != nil {
 		t.Fatal(err)
 	}
-	istioMWC := e.istio.WebhookConfiguration("")
+	t.Logf("Istio's injector: istio.io/istio %s, charts rendered with %v", e.istio.IstioVersion, e.istio.Flags)
+	istioMWC := e.istio.WebhookConfiguration()
 	t.Logf("registering MutatingWebhookConfiguration %s (%d webhooks) -> %s", istioMWC.Name, len(istioMWC.Webhooks), e.istio.URL)
 	if err := h.Client.Create(ctx, istioMWC); err != nil {
 		t.Fatal(err)
@@ -289,10 +297,15 @@ func (e *env) pods(t *testing.T, ns, app string, n int) []corev1.Pod {
 
 // istioCalls returns the admission requests Istio's injector got for pods
 // labelled app=<app> in ns.
-func (e *env) istioCalls(ns, app string) []injector.Call {
+func (e *env) istioCalls(t *testing.T, ns, app string) []injector.Call {
+	t.Helper()
+	calls, err := e.istio.Calls(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out []injector.Call
-	for _, c := range e.istio.CallsIn(ns) {
-		if c.Labels["app"] == app {
+	for _, c := range calls {
+		if c.Namespace == ns && c.Labels["app"] == app {
 			out = append(out, c)
 		}
 	}
@@ -467,17 +480,23 @@ func portsIn(list string, ports ...string) bool {
 }
 
 // iptablesArgs returns the args of the container that programs the pod's
-// traffic redirection: istio-init, or istio-validation when Istio's CNI
-// plugin does it.
-func iptablesArgs(t *testing.T, p *corev1.Pod) []string {
+// traffic redirection: the one Istio's rendered configuration produces,
+// istio-init, or istio-validation when the values enable Istio's CNI plugin
+// (pilot.cni.enabled). The other one must be absent.
+func (e *env) iptablesArgs(t *testing.T, p *corev1.Pod) []string {
 	t.Helper()
-	for _, name := range []string{istioInit, istioValidation} {
-		if c, init := findContainer(p, name); c != nil && init {
-			return c.Args
-		}
+	want, other := istioInit, istioValidation
+	if e.istio.CNI {
+		want, other = istioValidation, istioInit
 	}
-	t.Fatalf("pod %s has neither %s nor %s init container; containers: %v", p.Name, istioInit, istioValidation, containerNames(p))
-	return nil
+	if c, _ := findContainer(p, other); c != nil {
+		t.Errorf("pod %s has %s, which Istio's rendered configuration (pilot.cni.enabled=%v) does not produce; containers: %v", p.Name, other, e.istio.CNI, containerNames(p))
+	}
+	c, init := findContainer(p, want)
+	if c == nil || !init {
+		t.Fatalf("pod %s has no %s init container, which Istio's rendered configuration (pilot.cni.enabled=%v) produces; containers: %v", p.Name, want, e.istio.CNI, containerNames(p))
+	}
+	return c.Args
 }
 
 // envValue returns the value of the environment variable name in c.

@@ -103,7 +103,7 @@ func TestMeshroleBeforeIstio(t *testing.T) {
 				t.Errorf("pod %s has no %s; containers: %v", p.Name, istioProxy, containerNames(&p))
 				continue
 			}
-			args := iptablesArgs(t, &p)
+			args := e.iptablesArgs(t, &p)
 			t.Logf("pod %s: %v; istio-iptables args %q", p.Name, containerNames(&p), args)
 			if in, ok := flagValue(args, "-d"); !ok || !portsIn(in, "2888", "3888") {
 				t.Errorf("pod %s: istio-iptables args %q do not exclude inbound 2888,3888 (-d)", p.Name, args)
@@ -182,31 +182,83 @@ func TestMeshroleBeforeIstio(t *testing.T) {
 		checkClassicHold(t, &classic)
 	})
 
-	t.Run("ambient namespace: peer-stateful pods are labelled istio.io/dataplane-mode=none", func(t *testing.T) {
+	t.Run("ambient namespace: peer-stateful pods are labelled istio.io/dataplane-mode=none and get no sidecar, where the same pods without meshrole get Istio's sidecar", func(t *testing.T) {
+		// The field report's template asks for the sidecar with the label,
+		// which Istio's object webhook selects in a namespace without
+		// istio-injection: in an ambient namespace, without meshrole, these
+		// pods get istio-proxy.
+		peerLabels := map[string]string{policy.IstioInjectKey: "true"}
+
+		const control = "ambient-unmanaged"
+		e.namespace(t, control, map[string]string{policy.IstioDataplaneModeLabel: "ambient"})
+		e.create(t, statefulSet(control, "eureka-server", 1, peerLabels, nil, 8761))
+		for _, p := range e.pods(t, control, "eureka-server", 1) {
+			t.Logf("without meshrole: pod %s: %v, labels %v", p.Name, containerNames(&p), p.Labels)
+			if !hasIstioProxy(&p) {
+				t.Errorf("control: pod %s has no %s: Istio would not inject it anyway, so its absence below would prove nothing; containers: %v", p.Name, istioProxy, containerNames(&p))
+			}
+			if got, ok := p.Labels[policy.IstioDataplaneModeLabel]; ok {
+				t.Errorf("control: pod %s labelled %s=%q without meshrole", p.Name, policy.IstioDataplaneModeLabel, got)
+			}
+		}
+		if calls := e.istioCalls(t, control, "eureka-server"); len(calls) != 1 || !calls[0].Patched {
+			t.Errorf("control: Istio's injector calls for the pod: %+v; want 1 with a patch", calls)
+		}
+
 		const ns = "ambient-eureka"
 		e.namespace(t, ns, map[string]string{policy.IstioDataplaneModeLabel: "ambient", policy.EnabledNamespaceLabel: "true"})
 		e.policy(t, ns, "eureka", eurekaWorkloads()...)
-		e.create(t, statefulSet(ns, "eureka-server", 2, nil, nil, 8761))
-		e.create(t, deployment(ns, "eureka-client", 1, nil, nil, 8080))
-
+		e.create(t, statefulSet(ns, "eureka-server", 2, peerLabels, nil, 8761))
 		for _, p := range e.pods(t, ns, "eureka-server", 2) {
 			if got := p.Labels[policy.IstioDataplaneModeLabel]; got != "none" {
 				t.Errorf("pod %s: label %s = %q, want \"none\"", p.Name, policy.IstioDataplaneModeLabel, got)
 			}
-			if hasIstioProxy(&p) {
-				t.Errorf("pod %s has %s in an ambient namespace", p.Name, istioProxy)
+			for _, name := range []string{istioProxy, istioInit, istioValidation} {
+				if c, _ := findContainer(&p, name); c != nil {
+					t.Errorf("pod %s has %s in an ambient namespace; containers: %v", p.Name, name, containerNames(&p))
+				}
 			}
 		}
-		// Clients are not opted out of the ambient mesh.
-		for _, p := range e.pods(t, ns, "eureka-client", 1) {
-			if got, ok := p.Labels[policy.IstioDataplaneModeLabel]; ok {
-				t.Errorf("client pod %s: label %s = %q, want none set", p.Name, policy.IstioDataplaneModeLabel, got)
+		if calls := e.istioCalls(t, ns, "eureka-server"); len(calls) > 0 {
+			t.Errorf("Istio's injector was called %d times for eureka-server pods; want 0 (objectSelector)", len(calls))
+		}
+	})
+
+	t.Run("ambient namespace: client-stateless pods stay in ambient (no sidecar, no inject label), where the same pods in a sidecar namespace get istio-proxy", func(t *testing.T) {
+		const ns = "ambient-clients"
+		e.namespace(t, ns, map[string]string{policy.IstioDataplaneModeLabel: "ambient", policy.EnabledNamespaceLabel: "true"})
+		e.policy(t, ns, "eureka", eurekaWorkloads()[1])
+		e.create(t, deployment(ns, "eureka-client", 2, nil, nil, 8080))
+		for _, p := range e.pods(t, ns, "eureka-client", 2) {
+			t.Logf("client pod %s in the ambient namespace: %v, labels %v", p.Name, containerNames(&p), p.Labels)
+			if hasIstioProxy(&p) {
+				t.Errorf("client pod %s has %s: meshrole took it out of ambient; containers: %v", p.Name, istioProxy, containerNames(&p))
 			}
-			// client-stateless/Inject labels the pod sidecar.istio.io/inject=true,
-			// which Istio's object.sidecar-injector webhook selects in a
-			// namespace without istio-injection: the client gets a sidecar
-			// even in an ambient namespace.
-			t.Logf("client pod %s in the ambient namespace: %v (label %s=%q)", p.Name, containerNames(&p), policy.IstioInjectKey, p.Labels[policy.IstioInjectKey])
+			if got, ok := p.Labels[policy.IstioInjectKey]; ok {
+				t.Errorf("client pod %s: label %s = %q, want none set", p.Name, policy.IstioInjectKey, got)
+			}
+			if got, ok := p.Labels[policy.IstioDataplaneModeLabel]; ok {
+				t.Errorf("client pod %s: label %s = %q, want none set (the namespace's ambient applies)", p.Name, policy.IstioDataplaneModeLabel, got)
+			}
+			if got := p.Annotations[policy.RoleAnnotation]; got != string(v1alpha1.RoleClientStateless) {
+				t.Errorf("client pod %s: %s = %q: meshrole's verdict is missing", p.Name, policy.RoleAnnotation, got)
+			}
+		}
+		if calls := e.istioCalls(t, ns, "eureka-client"); len(calls) > 0 {
+			t.Errorf("Istio's injector was called %d times for eureka-client pods in the ambient namespace; want 0", len(calls))
+		}
+
+		// The same workload in a sidecar namespace: unchanged, it gets the sidecar.
+		const sidecarNS = "sidecar-clients"
+		e.meshNamespace(t, sidecarNS, "eureka", eurekaWorkloads()[1])
+		e.create(t, deployment(sidecarNS, "eureka-client", 1, nil, nil, 8080))
+		for _, p := range e.pods(t, sidecarNS, "eureka-client", 1) {
+			if !hasIstioProxy(&p) {
+				t.Errorf("client pod %s in the sidecar namespace has no %s; containers: %v", p.Name, istioProxy, containerNames(&p))
+			}
+			if got := p.Labels[policy.IstioInjectKey]; got != "true" {
+				t.Errorf("client pod %s in the sidecar namespace: label %s = %q, want \"true\"", p.Name, policy.IstioInjectKey, got)
+			}
 		}
 	})
 }
@@ -271,7 +323,7 @@ func TestMeshroleAfterIstio(t *testing.T) {
 		if after != before+1 {
 			t.Errorf("meshrole_admissions_total{outcome=\"already-injected\"} went from %v to %v, want +1", before, after)
 		}
-		if calls := e.istioCalls(ns, "eureka-server"); len(calls) != 1 || !calls[0].Patched {
+		if calls := e.istioCalls(t, ns, "eureka-server"); len(calls) != 1 || !calls[0].Patched {
 			t.Errorf("Istio's injector calls for the pod: %+v; want 1 with a patch", calls)
 		}
 	})
@@ -386,7 +438,7 @@ func seedPeers(t *testing.T, e *env) {
 	}
 	// Istio's objectSelector (sidecar.istio.io/inject NotIn [false]) keeps
 	// the API server from even calling its injector for these pods.
-	if calls := e.istioCalls(ns, "eureka-server"); len(calls) > 0 {
+	if calls := e.istioCalls(t, ns, "eureka-server"); len(calls) > 0 {
 		t.Errorf("Istio's injector was called %d times for eureka-server pods; want 0 (objectSelector)", len(calls))
 	}
 }
@@ -409,7 +461,7 @@ func seedClients(t *testing.T, e *env) {
 		if got := p.Labels[policy.IstioInjectKey]; got != "true" {
 			t.Errorf("pod %s: label %s = %q, want \"true\"", p.Name, policy.IstioInjectKey, got)
 		}
-		args := iptablesArgs(t, &p)
+		args := e.iptablesArgs(t, &p)
 		t.Logf("pod %s: %v; istio-iptables args %q", p.Name, containerNames(&p), args)
 		out, ok := flagValue(args, "-o")
 		if !ok || !portsIn(out, "8761") {
@@ -422,7 +474,7 @@ func seedClients(t *testing.T, e *env) {
 			t.Errorf("pod %s: %s = %q", p.Name, policy.IstioExcludeOutboundPorts, got)
 		}
 	}
-	if calls := e.istioCalls(ns, "eureka-client"); len(calls) != 2 || !calls[0].Patched || !calls[1].Patched {
+	if calls := e.istioCalls(t, ns, "eureka-client"); len(calls) != 2 || !calls[0].Patched || !calls[1].Patched {
 		t.Errorf("Istio's injector calls for eureka-client pods: %+v; want 2, each with a patch", calls)
 	}
 }

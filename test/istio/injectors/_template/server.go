@@ -1,4 +1,4 @@
-package injector
+package main
 
 import (
 	"bytes"
@@ -10,12 +10,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"istio.io/istio/pilot/pkg/model"
 	"istio.io/istio/pkg/cluster"
@@ -26,72 +24,59 @@ import (
 	"istio.io/istio/pkg/kube/inject"
 	"istio.io/istio/pkg/kube/multicluster"
 	istiolog "istio.io/istio/pkg/log"
-
-	"github.com/meshrole/meshrole/certs"
 )
 
-// Options configure Start.
-type Options struct {
-	// RestConfig reaches the API server whose Nodes the injector watches, as
+type serverOptions struct {
+	// Kubeconfig reaches the API server whose Nodes the injector watches, as
 	// istiod does: with ENABLE_NATIVE_SIDECARS unset ("auto"), Istio runs
 	// istio-proxy as a native sidecar when every node's kubelet is >= 1.33.
-	// Required.
-	RestConfig *rest.Config
-	// Rendered is the chart output to serve; Render() when nil.
-	Rendered *Rendered
+	Kubeconfig string
+	// Listen is the address to serve on.
+	Listen string
+	// CertFile and KeyFile are the serving certificate.
+	CertFile, KeyFile string
+	// Rendered is the chart output to serve.
+	Rendered *rendered
 }
 
-// Server is Istio's injection webhook serving HTTPS on 127.0.0.1.
-type Server struct {
-	// URL is the injection endpoint, https://127.0.0.1:<port>/inject.
+// server is Istio's injection webhook serving HTTPS.
+type server struct {
+	// URL is the injection endpoint.
 	URL string
-	// CAPEM signed the serving certificate: the webhooks' caBundle.
-	CAPEM []byte
-	// Rendered is the configuration the injector serves.
-	Rendered *Rendered
-	// Webhook is Istio's injector.
-	Webhook *inject.Webhook
+	// failed receives the error the HTTPS server stopped with.
+	failed chan error
 
 	srv   *http.Server
 	stop  chan struct{}
-	done  chan struct{}
 	mu    sync.Mutex
-	calls []Call
+	calls []call
 }
 
-// Call is one AdmissionReview the API server sent to the injector.
-type Call struct {
-	Namespace    string
-	Name         string
-	GenerateName string
-	Labels       map[string]string
+// call is one AdmissionReview the API server sent to the injector.
+type call struct {
+	Namespace    string            `json:"namespace"`
+	Name         string            `json:"name,omitempty"`
+	GenerateName string            `json:"generateName,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
 	// Patched tells whether Istio answered with a patch (it injected).
-	Patched bool
+	Patched bool `json:"patched"`
 }
 
-// Start builds Istio's injection webhook the way istiod's
+// start builds Istio's injection webhook the way istiod's
 // pilot/pkg/bootstrap/sidecarinjector.go does (inject.NewWebhook with a
 // watcher over the rendered "config" and "values", the mesh config in the
 // Environment, ProxyConfigs in the push context so that the
 // proxy.istio.io/config annotation is honoured, the multicluster
 // controller for Nodes) and serves its mux over TLS.
-func Start(opts Options) (s *Server, err error) {
-	if opts.RestConfig == nil {
-		return nil, errors.New("injector: RestConfig is required")
-	}
+func start(opts serverOptions) (s *server, err error) {
 	r := opts.Rendered
-	if r == nil {
-		if r, err = Render(); err != nil {
-			return nil, err
-		}
-	}
 	injCfg, err := inject.UnmarshalConfig([]byte(r.InjectionConfig))
 	if err != nil {
-		return nil, fmt.Errorf("injector: rendered injection config: %w", err)
+		return nil, fmt.Errorf("rendered injection config: %w", err)
 	}
 	meshCfg, err := mesh.ApplyMeshConfig(r.Mesh, mesh.DefaultMeshConfig())
 	if err != nil {
-		return nil, fmt.Errorf("injector: rendered mesh config: %w", err)
+		return nil, fmt.Errorf("rendered mesh config: %w", err)
 	}
 
 	store := model.NewFakeStore()
@@ -101,107 +86,87 @@ func Start(opts Options) (s *Server, err error) {
 	}
 	env.SetPushContext(&model.PushContext{ProxyConfigs: model.GetProxyConfigs(store, meshCfg)})
 
-	s = &Server{Rendered: r, stop: make(chan struct{}), done: make(chan struct{})}
+	s = &server{stop: make(chan struct{}), failed: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			close(s.stop)
 		}
 	}()
 
-	kubeClient, err := kube.NewClient(kube.NewClientConfigForRestConfig(opts.RestConfig), cluster.ID(constants.DefaultClusterName))
+	restConfig, err := clientcmd.BuildConfigFromFlags("", opts.Kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("injector: kube client: %w", err)
+		return nil, fmt.Errorf("kubeconfig %s: %w", opts.Kubeconfig, err)
 	}
+	kubeClient, err := kube.NewClient(kube.NewClientConfigForRestConfig(restConfig), cluster.ID(constants.DefaultClusterName))
+	if err != nil {
+		return nil, fmt.Errorf("kube client: %w", err)
+	}
+	// The component builder istiod gives the injector; with no remote
+	// clusters the fake serves.
 	clusters := multicluster.NewFakeController()
 	mux := http.NewServeMux()
-	s.Webhook, err = inject.NewWebhook(inject.WebhookParameters{
+	wh, err := inject.NewWebhook(inject.WebhookParameters{
 		Watcher:      &staticWatcher{cfg: &injCfg, values: r.Values},
 		Env:          env,
 		Mux:          mux,
 		MultiCluster: clusters,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("injector: %w", err)
+		return nil, fmt.Errorf("inject.NewWebhook: %w", err)
 	}
 	clusters.Add(cluster.ID(constants.DefaultClusterName), kubeClient, s.stop)
 	if !kubeClient.RunAndWait(s.stop) {
-		return nil, errors.New("injector: informers did not sync")
+		return nil, errors.New("the injector's informers did not sync")
 	}
-	s.Webhook.Run(s.stop)
+	wh.Run(s.stop)
 
-	bundle, err := certs.Generate(certs.Options{Hosts: []string{"127.0.0.1", "localhost"}})
+	cert, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
 	if err != nil {
 		return nil, err
 	}
-	cert, err := tls.X509KeyPair(bundle.CertPEM, bundle.KeyPEM)
+	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	s.CAPEM = bundle.CAPEM
 	s.URL = fmt.Sprintf("https://%s%s", ln.Addr(), injectionPath(r.WebhookConfiguration))
+	handler := http.NewServeMux()
+	handler.HandleFunc("GET /calls", s.serveCalls)
+	handler.Handle("/", s.record(mux))
 	s.srv = &http.Server{
-		Handler:           s.record(mux),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 	}
 	go func() {
-		defer close(s.done)
-		_ = s.srv.ServeTLS(ln, "", "")
+		if err := s.srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+			s.failed <- err
+		}
 	}()
 	return s, nil
 }
 
 // Stop shuts the server and the injector's informers down.
-func (s *Server) Stop() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+func (s *server) Stop(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
-	<-s.done
 	close(s.stop)
 	return err
 }
 
-// WebhookConfiguration is the chart's istio-sidecar-injector configuration
-// with every webhook's clientConfig pointing at this server (URL and
-// caBundle); rules, selectors, failurePolicy, reinvocationPolicy, ... are
-// the chart's. name overrides the object's name when not empty.
-func (s *Server) WebhookConfiguration(name string) *admissionregistrationv1.MutatingWebhookConfiguration {
-	mwc := s.Rendered.WebhookConfiguration.DeepCopy()
-	if name != "" {
-		mwc.Name = name
-	}
-	for i := range mwc.Webhooks {
-		url := s.URL
-		mwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: s.CAPEM}
-	}
-	return mwc
-}
-
-// Calls returns the admission requests served so far.
-func (s *Server) Calls() []Call {
+func (s *server) serveCalls(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Call(nil), s.calls...)
-}
-
-// CallsIn returns the admission requests served so far for pods in namespace.
-func (s *Server) CallsIn(namespace string) []Call {
-	var out []Call
-	for _, c := range s.Calls() {
-		if c.Namespace == namespace {
-			out = append(out, c)
-		}
+	body, err := json.Marshal(s.calls)
+	s.mu.Unlock()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
 	}
-	return out
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(body)
 }
 
 // record notes each AdmissionReview (namespace, pod name, labels) and
 // whether Istio's answer carried a patch.
-func (s *Server) record(next http.Handler) http.Handler {
+func (s *server) record(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -234,7 +199,7 @@ func (s *Server) record(next http.Handler) http.Handler {
 		_ = json.Unmarshal(rec.body.Bytes(), &resp)
 		md := review.Request.Object.Metadata
 		s.mu.Lock()
-		s.calls = append(s.calls, Call{
+		s.calls = append(s.calls, call{
 			Namespace:    review.Request.Namespace,
 			Name:         md.Name,
 			GenerateName: md.GenerateName,
@@ -255,17 +220,6 @@ func (r *responseRecorder) Write(b []byte) (int, error) {
 	return r.ResponseWriter.Write(b)
 }
 
-// injectionPath is the path of the rendered webhooks' service reference
-// (istiodRemote.injectionPath, "/inject" by default).
-func injectionPath(mwc *admissionregistrationv1.MutatingWebhookConfiguration) string {
-	for _, w := range mwc.Webhooks {
-		if svc := w.ClientConfig.Service; svc != nil && svc.Path != nil && strings.HasPrefix(*svc.Path, "/") {
-			return *svc.Path
-		}
-	}
-	return "/inject"
-}
-
 // staticWatcher serves the rendered configuration; istiod's file and
 // ConfigMap watchers only add reloading.
 type staticWatcher struct {
@@ -277,17 +231,11 @@ func (w *staticWatcher) SetHandler(func(*inject.Config, string) error) {}
 func (w *staticWatcher) Run(<-chan struct{})                           {}
 func (w *staticWatcher) Get() (*inject.Config, string, error)          { return w.cfg, w.values, nil }
 
-// ConfigureLogging sends the logs of Istio's packages (the injector logs
-// every request at info level) to the file at path, or only errors to
-// stderr when path is empty. Call it once, before Start.
-func ConfigureLogging(path string) error {
+// configureLogging sends the logs of Istio's packages (the injector logs
+// every request at info level) to stdout, errors to stderr.
+func configureLogging() error {
 	o := istiolog.DefaultOptions()
-	if path == "" {
-		o.OutputPaths = []string{"stderr"}
-		o.SetDefaultOutputLevel(istiolog.OverrideScopeName, istiolog.ErrorLevel)
-	} else {
-		o.OutputPaths = []string{path}
-	}
+	o.OutputPaths = []string{"stdout"}
 	o.ErrorOutputPaths = []string{"stderr"}
 	return istiolog.Configure(o)
 }
