@@ -63,7 +63,12 @@ certs:
 ## unit: unit and golden tests.
 .PHONY: unit
 unit:
-	go test -count=1 ./pkg/... ./cmd/... ./certs/... ./test/harness/... ./test/load/... ./test/bench/...
+	go test -count=1 ./pkg/... ./cmd/... ./internal/... ./certs/... ./test/harness/... ./test/load/... ./test/bench/...
+
+## golden: rewrite every golden file (internal/golden's -update) from what the code produces now; review the diff.
+.PHONY: golden
+golden:
+	go test -count=1 $$(go list -f '{{.ImportPath}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./... | awk '/internal\/golden/ && $$1 !~ /internal\/golden$$/ {print $$1}') -update
 
 ## fuzz: bounded fuzzing of the admission handler and the merges (FUZZTIME each; failing inputs land in testdata/fuzz).
 FUZZTIME ?= 10s

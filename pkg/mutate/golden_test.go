@@ -4,54 +4,46 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
+	jsonpatchv2 "gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshrole/meshrole/internal/golden"
 	"github.com/meshrole/meshrole/pkg/mutate"
 	"github.com/meshrole/meshrole/pkg/policy"
 )
 
 // Golden pairs, as in Istio's pkg/kube/inject: testdata/X.json is a real
 // AdmissionReview, testdata/X.json.mutated what meshrole answers (the patch,
-// and the labels and annotations the pod ends up with). Regenerate with
-// go test ./pkg/mutate -update
-var update = flag.Bool("update", false, "rewrite the .mutated golden files")
+// and the labels and annotations the pod ends up with), decided against the
+// policies and namespaces of testdata/policies.yaml. make golden rewrites
+// the .mutated files.
 
-var namespaceLabels = map[string]map[string]string{
-	"shop":    {"meshrole.io/enabled": "true"},
-	"zk":      {"meshrole.io/enabled": "true"},
-	"mixed":   {"meshrole.io/enabled": "true", "tier": "apps"},
-	"preview": {"meshrole.io/enabled": "true"},
-	"all":     {"meshrole.io/enabled": "true", "tier": "apps"},
-	"mesh":    {"meshrole.io/enabled": "true", "istio.io/dataplane-mode": "ambient"},
-}
-
-func loadStore(t testing.TB, path string) *policy.Store {
+// newMutator is the handler over testdata/policies.yaml: its policies, and
+// its Namespaces' labels in place of the namespace cache.
+func newMutator(t testing.TB) *mutate.PodMutator {
 	t.Helper()
-	store, err := policy.LoadFile(path, "default")
+	store, namespaces, err := policy.LoadFile("testdata/policies.yaml", "default")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return store
-}
-
-func newMutator(t testing.TB) *mutate.PodMutator {
 	return &mutate.PodMutator{
-		Policies: loadStore(t, "testdata/policies.yaml"),
+		Policies: store,
 		NamespaceLabels: func(_ context.Context, ns string) (map[string]string, error) {
-			labels, ok := namespaceLabels[ns]
+			labels, ok := namespaces[ns]
 			if !ok {
 				return nil, fmt.Errorf("namespace %q not found", ns)
 			}
@@ -85,6 +77,22 @@ type result struct {
 	Patch       []map[string]any  `json:"patch,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// opsOf is Handle's patch in sortedOps' form.
+func opsOf(t *testing.T, ops []jsonpatchv2.JsonPatchOperation) string {
+	t.Helper()
+	if ops == nil {
+		ops = []jsonpatchv2.JsonPatchOperation{}
+	}
+	return sortedOps(t, marshal(t, ops))
+}
+
+func orEmpty(patch []byte) []byte {
+	if len(patch) == 0 {
+		return []byte("[]")
+	}
+	return patch
 }
 
 func TestGolden(t *testing.T) {
@@ -144,18 +152,15 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden := input + ".mutated"
-			if *update {
-				if err := os.WriteFile(golden, out, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./pkg/mutate -update to create it)", err)
-			}
-			if !bytes.Equal(out, want) {
-				t.Fatalf("%s differs (run with -update and review the diff):\n--- got\n%s\n--- want\n%s", golden, out, want)
+			golden.Check(t, input+".mutated", out)
+
+			// The plugin's path (Handle, controller-runtime's handler
+			// contract) answers exactly what the server's (ServeHTTP) does.
+			viaHandle := handler.Handle(context.Background(), admission.Request{AdmissionRequest: *in.Request})
+			if viaHandle.Allowed != resp.Allowed || !slices.Equal(viaHandle.Warnings, resp.Warnings) ||
+				opsOf(t, viaHandle.Patches) != sortedOps(t, orEmpty(resp.Patch)) {
+				t.Fatalf("Handle and ServeHTTP differ:\nHandle:    allowed=%v warnings=%q patch=%s\nServeHTTP: allowed=%v warnings=%q patch=%s",
+					viaHandle.Allowed, viaHandle.Warnings, opsOf(t, viaHandle.Patches), resp.Allowed, resp.Warnings, resp.Patch)
 			}
 
 			// Idempotent: the handler run on its own output changes nothing more.

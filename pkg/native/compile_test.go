@@ -2,10 +2,8 @@ package native
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,22 +12,21 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshrole/meshrole/internal/golden"
 	"github.com/meshrole/meshrole/pkg/policy"
 )
 
-// go test ./pkg/native -update
-var update = flag.Bool("update", false, "rewrite the .native golden files")
-
 func loadPlan(t *testing.T, path string) policy.Plan {
 	t.Helper()
-	store, err := policy.LoadFile(path, "")
+	store, _, err := policy.LoadFile(path, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return store.Plan()
 }
 
-// TestCompileGolden compiles testdata/X.yaml into X.yaml.native. The
+// TestCompileGolden compiles testdata/X.yaml into X.yaml.native (make golden
+// rewrites it). The
 // generated CEL is proven against the webhook on a real API server by the
 // differential test in test/e2e; this golden pins what is generated.
 func TestCompileGolden(t *testing.T) {
@@ -55,19 +52,7 @@ func TestCompileGolden(t *testing.T) {
 					got.Write(b)
 				}
 			}
-			golden := in + ".native"
-			if *update {
-				if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./pkg/native -update)", err)
-			}
-			if !bytes.Equal(got.Bytes(), want) {
-				t.Errorf("compiled objects differ from %s (run go test ./pkg/native -update and review the diff)", golden)
-			}
+			golden.Check(t, in+".native", got.Bytes())
 		})
 	}
 }

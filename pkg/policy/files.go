@@ -76,26 +76,42 @@ func (s *Store) Add(doc Document, defaultNamespace string) (bool, error) {
 	return true, nil
 }
 
-// LoadFile reads a file of policies only (YAML or JSON) into a new Store.
-func LoadFile(path, defaultNamespace string) (*Store, error) {
+// LoadFile reads a file of policies (YAML or JSON) into a new Store, and the
+// labels of the v1 Namespaces the file also holds: a fixture carries the
+// namespaces its policies decide in. Any other kind is an error.
+func LoadFile(path, defaultNamespace string) (*Store, map[string]map[string]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() { _ = f.Close() }()
 	docs, err := ReadDocuments(f)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	store := NewStore()
+	namespaces := map[string]map[string]string{}
 	for _, doc := range docs {
+		if doc.APIVersion == "v1" && doc.Kind == "Namespace" {
+			var ns struct {
+				Metadata struct {
+					Name   string            `json:"name"`
+					Labels map[string]string `json:"labels"`
+				} `json:"metadata"`
+			}
+			if err := json.Unmarshal(doc.Raw, &ns); err != nil {
+				return nil, nil, fmt.Errorf("%s: reading a Namespace: %w", path, err)
+			}
+			namespaces[ns.Metadata.Name] = ns.Metadata.Labels
+			continue
+		}
 		ok, err := store.Add(doc, defaultNamespace)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
 		}
 		if !ok {
-			return nil, fmt.Errorf("%s: %s %s is not a meshrole policy", path, doc.APIVersion, doc.Kind)
+			return nil, nil, fmt.Errorf("%s: %s %s is neither a meshrole policy nor a Namespace", path, doc.APIVersion, doc.Kind)
 		}
 	}
-	return store, nil
+	return store, namespaces, nil
 }

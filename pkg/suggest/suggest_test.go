@@ -3,7 +3,6 @@ package suggest
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,11 +13,10 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshrole/meshrole/internal/golden"
 	"github.com/meshrole/meshrole/pkg/policy"
 	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.suggested from what suggest finds now")
 
 // expectKey annotates a fixture's workloads with what suggest must find:
 // "peer <system>", "client <system>[,<system>...]" or "none". The library
@@ -104,20 +102,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden := filepath.Join("testdata", fx.name+".suggested")
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./pkg/suggest -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s differs from what suggest finds now (go test ./pkg/suggest -update rewrites it):\n%s", golden, got)
-			}
+			golden.Check(t, filepath.Join("testdata", fx.name+".suggested"), got)
 		})
 	}
 }
