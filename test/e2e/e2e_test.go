@@ -344,8 +344,8 @@ func testPrecedence(t *testing.T) {
 		}
 		got := warnings.Take()
 		expectPod(t, p, podLabels, wantLabels, wantAnn)
-		if has := containsAny(got, "conflicting roles"); has != wantConflictWarning {
-			t.Errorf("warnings %q: want a \"conflicting roles\" warning: %v", got, wantConflictWarning)
+		if has := containsAny(got, "conflicting policies"); has != wantConflictWarning {
+			t.Errorf("warnings %q: want a \"conflicting policies\" warning: %v", got, wantConflictWarning)
 		} else if has {
 			t.Logf("admission warning: %q", got)
 		}
