@@ -218,8 +218,8 @@ func testRotationUnderLoad(t *testing.T) {
 // move a priority, deletes; update conflicts are retried, so every change is
 // applied — while admissions keep arriving. Every answer must be exactly the
 // verdict of one state the namespace's policies went through (see
-// churnTimeline.place), empty only where no policy existed; answers with a
-// patch must have come during the changes.
+// churnTimeline.place), so empty only where no policy existed; and patched
+// answers, from several winners, must have come while the changes were made.
 func testPolicyChurnUnderLoad(t *testing.T) {
 	ctx := scenario(t, 150*time.Second)
 	const ns, churn, names = "e2e-churn", 1000, 50
