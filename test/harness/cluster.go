@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -85,7 +87,7 @@ func (h *Harness) StartCluster(ctx context.Context, nodes int) (*Cluster, error)
 
 // StartCluster starts kube-scheduler and kwok against a running API server,
 // creates the fake nodes and returns once kwok reports every one of them
-// Ready. Pods then run only as far as the controller manager lets them: PDB
+// Ready and they are schedulable. Pods then run only as far as the controller manager lets them: PDB
 // status and evictions need ClusterControllers. On error, whatever was
 // started is stopped again. Stop it before the control plane.
 func StartCluster(ctx context.Context, opts ClusterOptions) (c *Cluster, err error) {
@@ -205,6 +207,10 @@ func kwokNode(name string) *corev1.Node {
 	}
 }
 
+// waitForNodes waits for kwok to report the nodes Ready, and then does
+// what the node lifecycle controller, which the harness does not run, would
+// do: remove the node.kubernetes.io/not-ready:NoSchedule taint the API
+// server put on them at creation (TaintNodesByCondition).
 func (c *Cluster) waitForNodes(ctx context.Context, cs kubernetes.Interface, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -213,9 +219,13 @@ func (c *Cluster) waitForNodes(ctx context.Context, cs kubernetes.Interface, tim
 		notReady = notReady[:0]
 		for _, name := range c.Nodes {
 			node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-			if err != nil || !nodeReady(node) {
-				notReady = append(notReady, name)
+			if err == nil && nodeReady(node) {
+				err = untaintNotReady(ctx, cs, node)
+				if err == nil {
+					continue
+				}
 			}
+			notReady = append(notReady, name)
 		}
 		if len(notReady) == 0 {
 			return nil
@@ -227,11 +237,26 @@ func (c *Cluster) waitForNodes(ctx context.Context, cs kubernetes.Interface, tim
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("nodes %s not Ready within %v; kwok log (%s):\n%s",
+			return fmt.Errorf("nodes %s not Ready and schedulable within %v; kwok log (%s):\n%s",
 				strings.Join(notReady, ", "), timeout, c.Kwok.LogPath, c.Kwok.LogTail(30))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+func untaintNotReady(ctx context.Context, cs kubernetes.Interface, node *corev1.Node) error {
+	isNotReady := func(t corev1.Taint) bool { return t.Key == corev1.TaintNodeNotReady }
+	if !slices.ContainsFunc(node.Spec.Taints, isNotReady) {
+		return nil
+	}
+	// A merge patch replaces the whole list, without a resourceVersion:
+	// kwok keeps patching the node's status meanwhile.
+	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"taints": slices.DeleteFunc(slices.Clone(node.Spec.Taints), isNotReady)}})
+	if err != nil {
+		return err
+	}
+	_, err = cs.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: fieldOwner})
+	return err
 }
 
 func nodeReady(node *corev1.Node) bool {
