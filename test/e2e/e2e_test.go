@@ -555,8 +555,8 @@ func testInvalidPolicies(t *testing.T) {
   - name: w
     selector: {matchLabels: {app: x}}
     role: client-stateless
-    client: {proxy: Sidecar}`,
-			`spec.workloads[0].client.proxy: Unsupported value: "Sidecar": supported values: "Inject", "Unchanged"`},
+    client: {proxy: Mesh}`,
+			`spec.workloads[0].client.proxy: Unsupported value: "Mesh": supported values: "Inject", "Sidecar", "Unchanged"`},
 		{"peer settings with role client-stateless", `
   - name: w
     selector: {matchLabels: {app: x}}
