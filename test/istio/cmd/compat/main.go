@@ -45,7 +45,12 @@ type result struct {
 	// outcomes maps a test or subtest name to pass, fail or skip.
 	outcomes map[string]string
 	// failure is why the suite did not run (the injector did not build, ...).
-	failure  string
+	failure string
+	// errors holds, for each failed test, the lines it logged from the
+	// suite's files (its t.Error and t.Fatal messages among them).
+	errors   map[string][]string
+	log      string
+	output   []string
 	duration time.Duration
 }
 
@@ -77,6 +82,10 @@ func run(out string, timeout time.Duration) error {
 	for _, v := range versions {
 		fmt.Fprintf(os.Stderr, "compat: Istio %s (%s)\n", v.Name, v.Ref)
 		r, names := runSuite(root, v, timeout)
+		r.log = filepath.Join("bin", "compat", v.Name+".log")
+		if err := writeLog(filepath.Join(root, r.log), r.output); err != nil {
+			return err
+		}
 		for _, n := range names {
 			if !seen[n] {
 				seen[n] = true
@@ -110,12 +119,14 @@ type testEvent struct {
 var (
 	builtLine  = regexp.MustCompile(`built Istio \S+'s injector into \S+ in (\S+)`)
 	moduleLine = regexp.MustCompile(`Istio's injector: istio\.io/istio (\S+),`)
+	suiteLine  = regexp.MustCompile(`^\s+\w+_test\.go:\d+: `)
 )
 
 // runSuite runs go test -json on the suite with MESHROLE_ISTIO_VERSION set
 // and returns the outcomes and the test names in the order they started.
 func runSuite(root string, v injector.Version, timeout time.Duration) (*result, []string) {
-	r := &result{version: v, outcomes: map[string]string{}}
+	r := &result{version: v, outcomes: map[string]string{}, errors: map[string][]string{}}
+	logged := map[string][]string{}
 	start := time.Now()
 	defer func() { r.duration = time.Since(start) }()
 
@@ -149,7 +160,14 @@ func runSuite(root string, v injector.Version, timeout time.Duration) (*result, 
 			if ev.Test != "" {
 				r.outcomes[ev.Test] = ev.Action
 			}
+			if ev.Action == "fail" && ev.Test != "" {
+				r.errors[ev.Test] = logged[ev.Test]
+			}
 		case "output":
+			r.output = append(r.output, ev.Output)
+			if ev.Test != "" && suiteLine.MatchString(ev.Output) {
+				logged[ev.Test] = append(logged[ev.Test], strings.TrimSpace(ev.Output))
+			}
 			if ev.Test == "" {
 				output.WriteString(ev.Output)
 			}
@@ -235,7 +253,31 @@ func render(results []*result, order []string, started time.Time, k8sVersion, co
 			fmt.Fprintf(&b, "\n`%s` did not run: %s\n", r.version.Name, strings.ReplaceAll(r.failure, "\n", " "))
 		}
 	}
+	for _, r := range results {
+		for _, name := range order {
+			if r.outcomes[name] != "fail" {
+				continue
+			}
+			fmt.Fprintf(&b, "\n`%s`, %s failed (full output in `%s` of the run):\n\n```\n", r.version.Name, name, r.log)
+			lines := r.errors[name]
+			// The test's last lines hold its failure.
+			if len(lines) > 12 {
+				lines = lines[len(lines)-12:]
+			}
+			for _, l := range lines {
+				fmt.Fprintln(&b, l)
+			}
+			b.WriteString("```\n")
+		}
+	}
 	return b.String()
+}
+
+func writeLog(path string, lines []string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(strings.Join(lines, "")), 0o644)
 }
 
 func command(dir, name string, args ...string) (string, error) {
