@@ -424,7 +424,7 @@ func (v churnVerdict) String() string {
 	return v.policy + " " + v.role + " (conflict " + v.conflict + ")"
 }
 
-// verdictFor is DESIGN's precedence over the policies (p-<n> by n, with their
+// verdictFor is the precedence of docs/design.md, "Precedence", over the policies (p-<n> by n, with their
 // priorities): the highest priority wins, then the name, alphabetically;
 // entries of another role at the winner's priority are a conflict.
 func verdictFor(ns string, priorities map[int]int32) churnVerdict {

@@ -20,7 +20,7 @@ import (
 	"github.com/meshrole/meshrole/test/load/loadgen"
 )
 
-// Keys used in assertions, spelled out as the product contract (DESIGN §4)
+// Keys used in assertions, spelled out as the design (docs/design.md, "What a verdict writes")
 // spells them, so the tests do not just echo the implementation's constants.
 const (
 	injectKey      = "sidecar.istio.io/inject"

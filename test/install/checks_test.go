@@ -122,7 +122,7 @@ func webhookNames(mwc *admissionregistrationv1.MutatingWebhookConfiguration) []s
 	return names
 }
 
-// checkWebhookContract checks the installed webhook against DESIGN.md §5:
+// checkWebhookContract checks the installed webhook against docs/design.md, "Webhook contract":
 // the Service path, CREATE pods only, v1 reviews, no side effects, Fail,
 // timeout ≤ 5 s, never reinvoked, opt-in namespaces without the release
 // namespace and kube-system.

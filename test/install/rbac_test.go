@@ -40,7 +40,7 @@ func (a access) String() string {
 	}
 }
 
-// The server's needs (DESIGN.md §5, cmd/webhook): informers on policies,
+// The server's needs (docs/design.md, "Webhook contract"; cmd/webhook): informers on policies,
 // namespaces, pods and webhook configurations; policy status and events
 // written by the status controller; the leader-election lease in its own
 // namespace. And what least privilege forbids. Both modes share these, except
