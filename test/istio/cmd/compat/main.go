@@ -102,7 +102,7 @@ func run(out string, timeout time.Duration) error {
 		return err
 	}
 	for _, r := range results {
-		if r.failure != "" || strings.Contains(summary(r), "fail") {
+		if r.failed() {
 			return fmt.Errorf("wrote %s; some versions fail", out)
 		}
 	}
@@ -186,6 +186,19 @@ func runSuite(root string, v injector.Version, timeout time.Duration) (*result, 
 		r.failure = firstLines(output.String()+stderr.String(), 3)
 	}
 	return r, names
+}
+
+// failed reports whether the suite did not run or a test failed.
+func (r *result) failed() bool {
+	if r.failure != "" {
+		return true
+	}
+	for _, o := range r.outcomes {
+		if o == "fail" {
+			return true
+		}
+	}
+	return false
 }
 
 func summary(r *result) string {
