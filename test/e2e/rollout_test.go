@@ -1,0 +1,552 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshrole/meshrole/pkg/policy"
+	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
+	"github.com/meshrole/meshrole/pkg/rollout"
+	"github.com/meshrole/meshrole/test/harness"
+)
+
+// TestRollout converges the seed's pods, created before their policy, on a
+// control plane of its own where pods run: kube-scheduler and kwok's fake
+// nodes make them Running and Ready, and the disruption controller makes the
+// Eviction API honour PodDisruptionBudgets. The suite's shared control plane
+// has neither.
+func TestRollout(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	rh, cs := startRolloutCluster(t, ctx)
+	t.Run("eureka servers and clients created before the policy: converged one pod at a time, the budget never broken", func(t *testing.T) {
+		testRolloutSeed(t, ctx, rh, cs)
+	})
+	t.Run("a replacement that never becomes Ready stops the rollout; run again, the budget refuses evictions until it is Ready, then the rollout finishes", func(t *testing.T) {
+		testRolloutStopsAtUnreadyReplacement(t, ctx, rh, cs)
+	})
+}
+
+// startRolloutCluster starts a harness with the controllers and the fake
+// nodes running pods needs.
+func startRolloutCluster(t *testing.T, ctx context.Context) (*harness.Harness, kubernetes.Interface) {
+	t.Helper()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rh, err := harness.Start(ctx, harness.Options{Root: root})
+	if err != nil {
+		t.Fatalf("starting the rollout control plane: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			rh.KeepWorkDir = true
+			fmt.Fprintf(os.Stderr, "\n%s\nlogs kept in %s\n", rh.Diagnostics(40), rh.WorkDir)
+		}
+		if err := rh.Stop(); err != nil {
+			t.Errorf("stopping the rollout control plane: %v", err)
+		}
+	})
+	// The harness's workload controllers and the disruption controller.
+	if err := rh.ControllerManager.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	controllers := append([]string{
+		"deployment-controller", "replicaset-controller", "statefulset-controller",
+		"serviceaccount-controller", "garbage-collector-controller", "namespace-controller",
+	}, harness.ClusterControllers...)
+	rh.ControllerManager, err = harness.StartControllerManager(rh.K8sBin, rh.Kubeconfig,
+		filepath.Join(rh.WorkDir, "kube-controller-manager-cluster.log"), controllers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := rh.StartCluster(ctx, 2)
+	if err != nil {
+		t.Fatalf("starting kube-scheduler and kwok: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(c.Diagnostics(40))
+		}
+		if err := c.Stop(); err != nil {
+			t.Errorf("stopping kube-scheduler and kwok: %v", err)
+		}
+	})
+	cs, err := kubernetes.NewForConfig(rh.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rh, cs
+}
+
+func testRolloutSeed(t *testing.T, ctx context.Context, rh *harness.Harness, cs kubernetes.Interface) {
+	const ns = "rollout-eureka"
+	servers := map[string]string{"app": "eureka-server"}
+	clients := map[string]string{"app": "eureka-client"}
+	createObjects(t, ctx, rh.Client,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
+		&corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "eureka-server"},
+			Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: servers,
+				Ports: []corev1.ServicePort{{Name: "http", Port: 8761}}},
+		},
+		rolloutStatefulSet(ns, "eureka-server", servers, appsv1.RollingUpdateStatefulSetStrategyType),
+		minAvailable(ns, "eureka-server", servers, 2),
+		rolloutDeployment(ns, "eureka-client", clients, 2),
+	)
+	before := waitReadyPods(t, ctx, cs, ns, 5)
+	for _, p := range before {
+		if _, ok := p.Annotations[policy.PolicyAnnotation]; ok {
+			t.Fatalf("pod %s has a verdict before any policy exists: %v", p.Name, p.Annotations)
+		}
+	}
+
+	createObjects(t, ctx, rh.Client, &v1alpha1.MeshRolePolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "eureka"},
+		Spec: v1alpha1.PolicySpec{Workloads: []v1alpha1.Workload{
+			{Name: "eureka-peers", Selector: metav1.LabelSelector{MatchLabels: servers}, Role: v1alpha1.RolePeerStateful},
+			{Name: "eureka-clients", Selector: metav1.LabelSelector{MatchLabels: clients}, Role: v1alpha1.RoleClientStateless,
+				Client: &v1alpha1.ClientSettings{ExcludeOutboundPorts: []v1alpha1.Port{8761}}},
+		}},
+	})
+	waitWebhookDecides(t, ctx, rh.Client, ns, servers, "eureka-peers")
+	store := storeFromCluster(t, ctx, rh.Client)
+
+	targets, err := rollout.Find(ctx, rh.Client, store, rollout.Scope{Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(targets) != 5 {
+		t.Fatalf("%d drifted pods, want the 5 created before the policy: %+v", len(targets), targets)
+	}
+	for _, target := range targets {
+		if got := driftReasons(target.Drift); got != "NoVerdict,MissingKeys" {
+			t.Errorf("%s: drift %s, want NoVerdict,MissingKeys", target.Name, got)
+		}
+	}
+	plan := rollout.NewPlan(targets, rollout.PlanOptions{})
+	var planText strings.Builder
+	if err := plan.Write(&planText); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("plan:\n%s", planText.String())
+	if len(plan.Owners) != 2 || plan.Owners[1].Owner.Kind != "StatefulSet" ||
+		!slices.Equal(podNamesOf(plan.Owners[1].Pods), []string{"eureka-server-2", "eureka-server-1", "eureka-server-0"}) ||
+		plan.Owners[0].Owner != (rollout.Owner{Namespace: ns, Kind: "Deployment", Name: "eureka-client"}) {
+		t.Fatalf("plan owners %+v", plan.Owners)
+	}
+
+	// The servers' budget refuses a second disruption by itself; the
+	// clients have no budget, so only the rollout's own waiting keeps them
+	// one at a time.
+	watcher := watchAvailability(t, ctx, cs, ns, "app=eureka-server", 3)
+	clientWatcher := watchAvailability(t, ctx, cs, ns, "app=eureka-client", 2)
+	var events []rollout.Event
+	var mu sync.Mutex
+	runner := &rollout.Runner{
+		Client: rh.Client, Policies: store,
+		Timeout: 2 * time.Minute, PollInterval: 200 * time.Millisecond, RetryInterval: time.Second,
+		Progress: func(e rollout.Event) {
+			mu.Lock()
+			events = append(events, e)
+			mu.Unlock()
+			t.Log(e.String())
+		},
+	}
+	start := time.Now()
+	result, err := runner.Run(ctx, plan)
+	took := time.Since(start)
+	maxUnavailable, transitions := watcher.stop()
+	maxClientsUnavailable, _ := clientWatcher.stop()
+	if err != nil {
+		t.Fatalf("rollout: %v", err)
+	}
+	if result.Restarted != 5 || result.Unchanged != 0 {
+		t.Fatalf("result %+v, want 5 restarted", result)
+	}
+	if maxUnavailable > 1 {
+		t.Fatalf("up to %d eureka-server pods unavailable at once during the rollout, want at most 1", maxUnavailable)
+	}
+	if maxClientsUnavailable != 1 {
+		t.Fatalf("up to %d eureka-client pods unavailable at once during the rollout, want exactly 1", maxClientsUnavailable)
+	}
+	if maxUnavailable != 1 {
+		t.Fatalf("the watch never saw a server pod unavailable (%d transitions): it did not watch the rollout", transitions)
+	}
+
+	after := waitReadyPods(t, ctx, cs, ns, 5)
+	for _, p := range after {
+		want := "eureka-clients"
+		if p.Labels["app"] == "eureka-server" {
+			want = "eureka-peers"
+			if p.Labels[policy.IstioInjectKey] != "false" {
+				t.Errorf("%s: label %s=%q, want false", p.Name, policy.IstioInjectKey, p.Labels[policy.IstioInjectKey])
+			}
+		}
+		if p.Annotations[policy.PolicyAnnotation] != ns+"/eureka" || p.Annotations[policy.WorkloadAnnotation] != want {
+			t.Errorf("%s after the rollout: annotations %v, want the verdict of %s/eureka, %s", p.Name, p.Annotations, ns, want)
+		}
+		if slices.ContainsFunc(before, func(b corev1.Pod) bool { return b.UID == p.UID }) {
+			t.Errorf("%s (uid %s) was never restarted", p.Name, p.UID)
+		}
+	}
+	left, err := rollout.Find(ctx, rh.Client, store, rollout.Scope{Namespace: ns})
+	if err != nil || len(left) != 0 {
+		t.Fatalf("drifted after the rollout: %+v (%v)", left, err)
+	}
+
+	var serversStart, serversEnd time.Duration
+	refused := 0
+	for _, e := range events {
+		if e.Owner.Kind == "StatefulSet" {
+			if serversStart == 0 {
+				serversStart = e.Elapsed
+			}
+			serversEnd = e.Elapsed
+		}
+		if strings.Contains(e.Message, "eviction refused") {
+			refused++
+		}
+	}
+	t.Logf("figures: %d pods drifted, %d converged; max eureka-server pods unavailable %d (over %d watched transitions), eureka-client %d; "+
+		"whole rollout %v, the 3-replica StatefulSet's part %v; %d evictions refused by the budget and retried; %d progress lines",
+		len(targets), result.Restarted, maxUnavailable, transitions, maxClientsUnavailable, took.Round(100*time.Millisecond),
+		(serversEnd - serversStart).Round(100*time.Millisecond), refused, len(events))
+}
+
+func testRolloutStopsAtUnreadyReplacement(t *testing.T, ctx context.Context, rh *harness.Harness, cs kubernetes.Interface) {
+	const ns = "rollout-stuck"
+	zk := map[string]string{"app": "zookeeper"}
+	// OnDelete: the template change below reaches only pods created after it.
+	sts := rolloutStatefulSet(ns, "zk", zk, appsv1.OnDeleteStatefulSetStrategyType)
+	createObjects(t, ctx, rh.Client,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
+		sts, minAvailable(ns, "zk", zk, 2),
+	)
+	before := waitReadyPods(t, ctx, cs, ns, 3)
+	createObjects(t, ctx, rh.Client, &v1alpha1.MeshRolePolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "zookeeper"},
+		Spec: v1alpha1.PolicySpec{Workloads: []v1alpha1.Workload{
+			{Name: "quorum", Selector: metav1.LabelSelector{MatchLabels: zk}, Role: v1alpha1.RolePeerStateful},
+		}},
+	})
+	waitWebhookDecides(t, ctx, rh.Client, ns, zk, "quorum")
+	patch := client.MergeFrom(sts.DeepCopy())
+	sts.Spec.Template.Labels[harness.NeverReadyLabel] = "true"
+	if err := rh.Client.Patch(ctx, sts, patch); err != nil {
+		t.Fatal(err)
+	}
+
+	store := storeFromCluster(t, ctx, rh.Client)
+	targets, err := rollout.Find(ctx, rh.Client, store, rollout.Scope{Namespace: ns})
+	if err != nil || len(targets) != 3 {
+		t.Fatalf("%d drifted pods (%v), want 3", len(targets), err)
+	}
+	var progress strings.Builder
+	runner := &rollout.Runner{
+		Client: rh.Client, Policies: store,
+		Timeout: 15 * time.Second, PollInterval: 200 * time.Millisecond, RetryInterval: time.Second,
+		Progress: rollout.Lines(&progress),
+	}
+	result, err := runner.Run(ctx, rollout.NewPlan(targets, rollout.PlanOptions{}))
+	t.Logf("progress:\n%s", progress.String())
+	if err == nil || !strings.Contains(err.Error(), "pod rollout-stuck/zk-2 (StatefulSet zk): gave up after 15s waiting for replacement zk-2 to be Ready") {
+		t.Fatalf("rollout error %v, want it to stop at zk-2's replacement", err)
+	}
+	if result.Restarted != 0 {
+		t.Fatalf("result %+v", result)
+	}
+	var pods corev1.PodList
+	if err := rh.Client.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		wasThere := slices.ContainsFunc(before, func(b corev1.Pod) bool { return b.UID == p.UID })
+		if (p.Name == "zk-2") == wasThere {
+			t.Errorf("%s: original pod %v; want only zk-2 replaced", p.Name, wasThere)
+		}
+	}
+	t.Logf("stopped as it should: %v", err)
+
+	// Run again with replacements that become Ready: zk-2's replacement
+	// counts as not healthy, so the budget (minAvailable 2) refuses zk-1's
+	// eviction until zk-2 is made Ready.
+	patch = client.MergeFrom(sts.DeepCopy())
+	delete(sts.Spec.Template.Labels, harness.NeverReadyLabel)
+	if err := rh.Client.Patch(ctx, sts, patch); err != nil {
+		t.Fatal(err)
+	}
+	targets, err = rollout.Find(ctx, rh.Client, store, rollout.Scope{Namespace: ns})
+	if err != nil || !slices.Equal(podNamesOf(targets), []string{"zk-0", "zk-1"}) {
+		t.Fatalf("drifted pods %v (%v), want zk-0 and zk-1: zk-2's replacement has its verdict", podNamesOf(targets), err)
+	}
+	const unblockAfter = 4 * time.Second
+	var unblocked sync.WaitGroup
+	unblocked.Go(func() {
+		time.Sleep(unblockAfter)
+		var zk2 corev1.Pod
+		if err := rh.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "zk-2"}, &zk2); err != nil {
+			t.Errorf("reading zk-2: %v", err)
+			return
+		}
+		patch := client.MergeFrom(zk2.DeepCopy())
+		for i, c := range zk2.Status.Conditions {
+			if c.Type == corev1.PodReady || c.Type == corev1.ContainersReady {
+				zk2.Status.Conditions[i].Status = corev1.ConditionTrue
+				zk2.Status.Conditions[i].Reason = ""
+			}
+		}
+		if err := rh.Client.Status().Patch(ctx, &zk2, patch); err != nil {
+			t.Errorf("making zk-2 Ready: %v", err)
+		}
+	})
+	progress.Reset()
+	runner.Timeout = time.Minute
+	start := time.Now()
+	result, err = runner.Run(ctx, rollout.NewPlan(targets, rollout.PlanOptions{}))
+	unblocked.Wait()
+	t.Logf("progress:\n%s", progress.String())
+	if err != nil {
+		t.Fatalf("second rollout: %v", err)
+	}
+	if result.Restarted != 2 {
+		t.Fatalf("second rollout: %+v, want 2 restarted", result)
+	}
+	refused := strings.Count(progress.String(), "rollout-stuck/zk-1 (StatefulSet zk): eviction refused")
+	if refused == 0 || !strings.Contains(progress.String(), "Cannot evict pod as it would violate the pod's disruption budget.") {
+		t.Fatalf("zk-1's eviction was never refused while zk-2 was not Ready")
+	}
+	if took := time.Since(start); took < unblockAfter {
+		t.Fatalf("the rollout finished in %v, before zk-2 was Ready", took)
+	}
+	waitReadyPods(t, ctx, cs, ns, 3)
+	t.Logf("figures: eviction of zk-1 refused %d times while zk-2 was unready, then granted; second rollout took %v",
+		refused, time.Since(start).Round(100*time.Millisecond))
+}
+
+func createObjects(t *testing.T, ctx context.Context, c client.Client, objects ...client.Object) {
+	t.Helper()
+	for _, o := range objects {
+		if err := c.Create(ctx, o); err != nil {
+			t.Fatalf("creating %T %s: %v", o, o.GetName(), err)
+		}
+	}
+}
+
+func rolloutStatefulSet(ns, name string, lbls map[string]string, strategy appsv1.StatefulSetUpdateStrategyType) *appsv1.StatefulSet {
+	replicas := int32(3)
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: appsv1.StatefulSetSpec{
+			ServiceName: name, Replicas: &replicas,
+			PodManagementPolicy: appsv1.ParallelPodManagement,
+			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: strategy},
+			Selector:            &metav1.LabelSelector{MatchLabels: lbls},
+			Template:            rolloutTemplate(name, lbls),
+		},
+	}
+}
+
+func rolloutDeployment(ns, name string, lbls map[string]string, replicas int32) *appsv1.Deployment {
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: lbls},
+			Template: rolloutTemplate(name, lbls),
+		},
+	}
+}
+
+func rolloutTemplate(name string, lbls map[string]string) corev1.PodTemplateSpec {
+	tmpl := map[string]string{}
+	for k, v := range lbls {
+		tmpl[k] = v
+	}
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: tmpl},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: name, Image: "example.invalid/" + name + ":1"}}},
+	}
+}
+
+func minAvailable(ns, name string, lbls map[string]string, n int32) *policyv1.PodDisruptionBudget {
+	v := intstr.FromInt32(n)
+	return &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       policyv1.PodDisruptionBudgetSpec{MinAvailable: &v, Selector: &metav1.LabelSelector{MatchLabels: lbls}},
+	}
+}
+
+// waitReadyPods waits until the namespace has n pods, all Running and
+// Ready, none being deleted.
+func waitReadyPods(t *testing.T, ctx context.Context, cs kubernetes.Interface, ns string, n int) []corev1.Pod {
+	t.Helper()
+	start := time.Now()
+	for {
+		list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready := 0
+		for i := range list.Items {
+			if p := &list.Items[i]; p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && isPodReady(p) {
+				ready++
+			}
+		}
+		if ready == n && len(list.Items) == n {
+			t.Logf("%d pods Running and Ready in %s after %v", n, ns, time.Since(start).Round(100*time.Millisecond))
+			return list.Items
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for %d Ready pods in %s: %d pods, %d Ready", n, ns, len(list.Items), ready)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func isPodReady(p *corev1.Pod) bool {
+	return slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
+		return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
+	})
+}
+
+// waitWebhookDecides waits until the webhook gives a pod of these labels
+// the workload's verdict, asking with server-side dry runs that create
+// nothing: then the rollout's replacements will get theirs.
+func waitWebhookDecides(t *testing.T, ctx context.Context, c client.Client, ns string, lbls map[string]string, workload string) {
+	t.Helper()
+	for i := 0; ; i++ {
+		probe := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("probe-%d", i), Labels: lbls},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "probe", Image: "example.invalid/probe:1"}}},
+		}
+		if err := c.Create(ctx, probe, client.DryRunAll); err != nil {
+			t.Fatalf("dry-run pod: %v", err)
+		}
+		if probe.Annotations[policy.WorkloadAnnotation] == workload {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the webhook never gave a pod %v of %s workload %s", lbls, ns, workload)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// storeFromCluster is the policies in the API server, in a Store.
+func storeFromCluster(t *testing.T, ctx context.Context, c client.Client) *policy.Store {
+	t.Helper()
+	store := policy.NewStore()
+	var namespaced v1alpha1.MeshRolePolicyList
+	if err := c.List(ctx, &namespaced); err != nil {
+		t.Fatal(err)
+	}
+	for i := range namespaced.Items {
+		store.SetMeshRolePolicy(&namespaced.Items[i])
+	}
+	var cluster v1alpha1.ClusterMeshRolePolicyList
+	if err := c.List(ctx, &cluster); err != nil {
+		t.Fatal(err)
+	}
+	for i := range cluster.Items {
+		store.SetClusterMeshRolePolicy(&cluster.Items[i])
+	}
+	return store
+}
+
+func driftReasons(drift []policy.Drift) string {
+	var names []string
+	for _, d := range drift {
+		names = append(names, string(d.Reason))
+	}
+	return strings.Join(names, ",")
+}
+
+func podNamesOf(targets []rollout.Target) []string {
+	var names []string
+	for _, t := range targets {
+		names = append(names, t.Name)
+	}
+	return names
+}
+
+// availability follows, through a watch, how many of a set's pods are
+// Ready and not being deleted, and the most that were unavailable at once.
+type availability struct {
+	done        chan struct{}
+	stopWatch   func()
+	max         int
+	transitions int
+}
+
+func watchAvailability(t *testing.T, ctx context.Context, cs kubernetes.Interface, ns, selector string, desired int) *availability {
+	t.Helper()
+	list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: selector, ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &availability{done: make(chan struct{}), stopWatch: w.Stop}
+	available := map[string]bool{}
+	for i := range list.Items {
+		p := &list.Items[i]
+		available[p.Name] = p.DeletionTimestamp == nil && isPodReady(p)
+	}
+	unavailable := func() int {
+		n := 0
+		for _, ok := range available {
+			if ok {
+				n++
+			}
+		}
+		return desired - n
+	}
+	a.max = unavailable()
+	go func() {
+		defer close(a.done)
+		for e := range w.ResultChan() {
+			p, ok := e.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			if e.Type == watch.Deleted {
+				delete(available, p.Name)
+			} else {
+				available[p.Name] = p.DeletionTimestamp == nil && isPodReady(p)
+			}
+			a.transitions++
+			a.max = max(a.max, unavailable())
+		}
+	}()
+	return a
+}
+
+// stop ends the watch and returns the most pods unavailable at once and
+// how many changes it saw.
+func (a *availability) stop() (maxUnavailable, transitions int) {
+	a.stopWatch()
+	<-a.done
+	return a.max, a.transitions
+}
