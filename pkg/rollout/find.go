@@ -67,9 +67,6 @@ type Target struct {
 	Name      string
 	UID       types.UID
 	Owner     Owner
-	// Controller is the UID of the pod's controller (its ReplicaSet for a
-	// Deployment's pods): a replacement has the same one.
-	Controller types.UID
 	// Ordinal is a StatefulSet pod's ordinal, -1 for other pods.
 	Ordinal int
 	// NamespaceLabels are the labels the verdict was decided with.
@@ -117,9 +114,6 @@ func Find(ctx context.Context, c client.Reader, policies Decider, scope Scope) (
 			t := Target{
 				Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
 				Owner: owner, Ordinal: -1, NamespaceLabels: ns.Labels, Drift: drift,
-			}
-			if ref := metav1.GetControllerOf(pod); ref != nil {
-				t.Controller = ref.UID
 			}
 			if owner.Kind == "StatefulSet" {
 				t.Ordinal = ordinal(pod.Name, owner.Name)

@@ -74,6 +74,9 @@ type cluster struct {
 	webhookDown bool
 	// neverReady: replacements never become Ready.
 	neverReady bool
+	// newReplicaSet, when set, owns the replacements of ReplicaSet pods: the
+	// Deployment has rolled to it.
+	newReplicaSet string
 	// readyAfter is how many reads a replacement stays unready for.
 	readyAfter int
 	unready    map[string]int
@@ -166,6 +169,9 @@ func (c *cluster) evict(ctx context.Context, _ client.Client, sub string, obj, s
 	}}
 	if ref.Kind != "StatefulSet" {
 		replacement.Name = fmt.Sprintf("%s-r%d", ref.Name, c.created)
+	}
+	if ref.Kind == "ReplicaSet" && c.newReplicaSet != "" {
+		replacement.OwnerReferences = controllerRef("ReplicaSet", c.newReplicaSet)
 	}
 	if !c.webhookDown {
 		d := c.store.Decide(policy.Input{Namespace: "shop", NamespaceLabels: labels.Set(enabled), PodLabels: labels.Set(replacement.Labels)})
@@ -405,6 +411,33 @@ func TestRunConvergesOnePodAtATime(t *testing.T) {
 		if !strings.HasPrefix(line, "[") || !strings.Contains(line, "s] shop/") {
 			t.Errorf("progress line without elapsed time and pod: %q", line)
 		}
+	}
+}
+
+func TestRunFollowsTheDeploymentToItsNewReplicaSet(t *testing.T) {
+	yes := true
+	rolled := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "orders-7a9b", UID: "ReplicaSet-orders-7a9b",
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "orders", UID: "dep-orders", Controller: &yes}}}}
+	other := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "users-1234", UID: "ReplicaSet-users-1234",
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "users", UID: "dep-users", Controller: &yes}}}}
+	c := newCluster(t, append(scene(), rolled, other)...)
+	p := c.plan(t, rollout.PlanOptions{})
+	r := c.runner(&bytes.Buffer{})
+	r.Timeout = 300 * time.Millisecond
+
+	// A new pod of another Deployment is no replacement.
+	c.newReplicaSet = "users-1234"
+	if _, err := r.Run(context.Background(), p); err == nil ||
+		!strings.Contains(err.Error(), "waiting for Deployment orders to create a replacement") {
+		t.Fatalf("a pod of Deployment users taken for orders' replacement: %v", err)
+	}
+
+	c = newCluster(t, append(scene(), rolled, other)...)
+	c.newReplicaSet = "orders-7a9b"
+	r = c.runner(&bytes.Buffer{})
+	result, err := r.Run(context.Background(), c.plan(t, rollout.PlanOptions{}))
+	if err != nil || result.Restarted != 5 {
+		t.Fatalf("replacements from the Deployment's new ReplicaSet: %+v, %v", result, err)
 	}
 }
 

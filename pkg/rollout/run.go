@@ -136,8 +136,7 @@ func (r *Runner) restart(ctx context.Context, t *Target) (bool, error) {
 		return false, nil
 	}
 
-	// The pods the owner has now: a replacement is one that is not among them.
-	before, err := r.siblings(ctx, t)
+	before, err := r.existing(ctx, t)
 	if err != nil {
 		return false, err
 	}
@@ -157,10 +156,11 @@ func (r *Runner) drift(t *Target, pod *corev1.Pod) []policy.Drift {
 	return policy.DetectDrift(pod.Labels, pod.Annotations, d)
 }
 
-// siblings are the UIDs of the pods of t's controller.
-func (r *Runner) siblings(ctx context.Context, t *Target) (map[types.UID]bool, error) {
+// existing are the UIDs of the pods in t's namespace: a replacement is a
+// pod that is not among them.
+func (r *Runner) existing(ctx context.Context, t *Target) (map[types.UID]bool, error) {
 	uids := map[types.UID]bool{t.UID: true}
-	if t.Controller == "" {
+	if t.Owner.Kind == "" || t.Owner.Kind == "StatefulSet" {
 		return uids, nil
 	}
 	var pods corev1.PodList
@@ -168,18 +168,9 @@ func (r *Runner) siblings(ctx context.Context, t *Target) (map[types.UID]bool, e
 		return nil, fmt.Errorf("listing pods in %s: %w", t.Namespace, err)
 	}
 	for i := range pods.Items {
-		if controllerUID(&pods.Items[i]) == t.Controller {
-			uids[pods.Items[i].UID] = true
-		}
+		uids[pods.Items[i].UID] = true
 	}
 	return uids, nil
-}
-
-func controllerUID(pod *corev1.Pod) types.UID {
-	if ref := metav1.GetControllerOf(pod); ref != nil {
-		return ref.UID
-	}
-	return ""
 }
 
 // evict asks the Eviction API to evict the pod, retrying while a
@@ -278,7 +269,7 @@ func (r *Runner) waitReplaced(ctx context.Context, t *Target, before map[types.U
 
 // replacement is the owner's new pod for t, or nil: for a StatefulSet the
 // pod of the same name with a new UID, for other owners a pod of the same
-// controller that was not there before the eviction.
+// owner that was not there before the eviction.
 func (r *Runner) replacement(ctx context.Context, t *Target, before map[types.UID]bool) (*corev1.Pod, error) {
 	if t.Owner.Kind == "StatefulSet" {
 		var pod corev1.Pod
@@ -297,10 +288,19 @@ func (r *Runner) replacement(ctx context.Context, t *Target, before map[types.UI
 	if err := r.Client.List(ctx, &pods, client.InNamespace(t.Namespace)); err != nil {
 		return nil, fmt.Errorf("listing pods in %s: %w", t.Namespace, err)
 	}
+	// A Deployment may replace the pod from another of its ReplicaSets.
+	owners := ownerCache{c: r.Client, found: map[types.UID]Owner{}}
 	var found []*corev1.Pod
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		if controllerUID(p) == t.Controller && !before[p.UID] && p.DeletionTimestamp == nil {
+		if before[p.UID] || p.DeletionTimestamp != nil || metav1.GetControllerOf(p) == nil {
+			continue
+		}
+		owner, err := owners.of(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		if owner == t.Owner {
 			found = append(found, p)
 		}
 	}
