@@ -28,7 +28,9 @@ const (
 	DefaultReportEvery   = 30 * time.Second
 )
 
-// Runner restarts the pods of a plan.
+// Runner restarts the pods of a plan, one pod at a time in plan order. A
+// Runner runs one plan at a time; to restart several owners at once, give
+// each its own Runner and a Plan of that owner alone.
 type Runner struct {
 	// Client evicts and reads pods. It must see new pods promptly: a cached
 	// client works if its cache watches pods.
