@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bytes"
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/meshrole/meshrole/internal/golden"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
-
 // TestExplainGolden runs the command as a user would and compares its whole
-// output with testdata/<name>.golden.
+// output with testdata/<name>.golden (make golden rewrites them).
 func TestExplainGolden(t *testing.T) {
 	eureka := []string{"-f", "../../examples/eureka/namespace.yaml", "-f", "../../examples/eureka/policy.yaml",
 		"-f", "../../examples/eureka/service.yaml", "-f", "../../examples/eureka/statefulset.yaml", "-f", "../../examples/eureka/deployment.yaml"}
@@ -32,20 +29,7 @@ func TestExplainGolden(t *testing.T) {
 			if r.code != 0 {
 				t.Fatalf("exit %d: %s", r.code, r.stderr)
 			}
-			out := bytes.NewBufferString(r.stdout)
-			golden := filepath.Join("testdata", tt.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./cmd/kubectl-meshrole -update to create it)", err)
-			}
-			if !bytes.Equal(out.Bytes(), want) {
-				t.Fatalf("output differs from %s (rerun with -update and review the diff):\n%s", golden, out.String())
-			}
+			golden.Check(t, filepath.Join("testdata", tt.name+".golden"), []byte(r.stdout))
 		})
 	}
 }

@@ -47,7 +47,7 @@ func main() {
 // execute runs the plugin with args as kubectl would pass them.
 func execute(args []string, streams genericiooptions.IOStreams) error {
 	root := NewRootCommand(streams)
-	root.SetArgs(args)
+	root.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
 	return root.Execute()
 }
 
