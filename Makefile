@@ -83,7 +83,7 @@ fuzz:
 e2e: testenv build
 	MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go test -count=1 -v -timeout 20m ./test/e2e/...
 
-## istio: meshrole against Istio's real injector, built as a server from its own module (test/istio/injectors/$$MESHROLE_ISTIO_VERSION, default master; a cold build takes ~5 min).
+## istio: meshrole against Istio's real injector, built as a server from its own module (test/istio/injectors/<MESHROLE_ISTIO_VERSION>, default master; a cold build takes ~5 min).
 .PHONY: istio
 istio: testenv build
 	cd test/istio && go vet ./... && MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go test -count=1 -v -timeout 20m ./...
