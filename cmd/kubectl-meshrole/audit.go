@@ -137,20 +137,9 @@ func audit(ctx context.Context, c client.Reader, scope auditScope) ([]Finding, e
 			fmt.Sprintf("sorts before %s, so Istio injects before meshrole's verdict: rename meshrole's configuration", scope.webhookName)})
 	}
 
-	store := policy.NewStore()
-	var namespaced v1alpha1.MeshRolePolicyList
-	if err := c.List(ctx, &namespaced, client.InNamespace(scope.namespace)); err != nil {
-		return nil, fmt.Errorf("listing MeshRolePolicies: %w", err)
-	}
-	for i := range namespaced.Items {
-		store.SetMeshRolePolicy(&namespaced.Items[i])
-	}
-	var cluster v1alpha1.ClusterMeshRolePolicyList
-	if err := c.List(ctx, &cluster); err != nil {
-		return nil, fmt.Errorf("listing ClusterMeshRolePolicies: %w", err)
-	}
-	for i := range cluster.Items {
-		store.SetClusterMeshRolePolicy(&cluster.Items[i])
+	store, err := clusterPolicies(ctx, c, scope.namespace)
+	if err != nil {
+		return nil, err
 	}
 
 	namespaces, err := enabledNamespaces(ctx, c, scope)
@@ -279,4 +268,25 @@ func renderFindings(w io.Writer, findings []Finding) error {
 		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Check, f.Object, f.Message)
 	}
 	return tw.Flush()
+}
+
+// clusterPolicies is the decision engine over the cluster's policies: the
+// MeshRolePolicies of namespace ("" for all) and every ClusterMeshRolePolicy.
+func clusterPolicies(ctx context.Context, c client.Reader, namespace string) (*policy.Store, error) {
+	store := policy.NewStore()
+	var namespaced v1alpha1.MeshRolePolicyList
+	if err := c.List(ctx, &namespaced, client.InNamespace(namespace)); err != nil {
+		return nil, fmt.Errorf("listing MeshRolePolicies: %w", err)
+	}
+	for i := range namespaced.Items {
+		store.SetMeshRolePolicy(&namespaced.Items[i])
+	}
+	var cluster v1alpha1.ClusterMeshRolePolicyList
+	if err := c.List(ctx, &cluster); err != nil {
+		return nil, fmt.Errorf("listing ClusterMeshRolePolicies: %w", err)
+	}
+	for i := range cluster.Items {
+		store.SetClusterMeshRolePolicy(&cluster.Items[i])
+	}
+	return store, nil
 }

@@ -226,6 +226,7 @@ func TestCompletion(t *testing.T) {
 		"explain\tOffline: what the webhook would do to the pods of the workloads in the files",
 		"help\tHelp about any command",
 		"native\tOffline: the MutatingAdmissionPolicies native mode would keep for the policies in the files",
+		"rollout\tRestart, without losing a quorum, only the pods that disagree with their verdict",
 		"suggest\tFind the peer-replicating workloads and the clients that dial them, and write their policies",
 		"version\tThe plugin's version",
 	}) {

@@ -41,6 +41,57 @@ func TestRollout(t *testing.T) {
 	t.Run("a replacement that never becomes Ready stops the rollout; run again, the budget refuses evictions until it is Ready, then the rollout finishes", func(t *testing.T) {
 		testRolloutStopsAtUnreadyReplacement(t, ctx, rh, cs)
 	})
+	t.Run("kubectl meshrole rollout: --dry-run prints the plan and evicts nothing, then an OnDelete StatefulSet converges", func(t *testing.T) {
+		testRolloutCommand(t, ctx, rh, cs)
+	})
+}
+
+// testRolloutCommand drives the same code through the plugin, as a user
+// would: the plan first, then the rollout.
+func testRolloutCommand(t *testing.T, ctx context.Context, rh *harness.Harness, cs kubernetes.Interface) {
+	const ns = "rollout-cli"
+	zk := map[string]string{"app": "zookeeper"}
+	createObjects(t, ctx, rh.Client,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
+		rolloutStatefulSet(ns, "zk", zk, appsv1.OnDeleteStatefulSetStrategyType), minAvailable(ns, "zk", zk, 2),
+	)
+	before := waitReadyPods(t, ctx, cs, ns, 3)
+	createObjects(t, ctx, rh.Client, &v1alpha1.MeshRolePolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "zookeeper"},
+		Spec: v1alpha1.PolicySpec{Workloads: []v1alpha1.Workload{
+			{Name: "quorum", Selector: metav1.LabelSelector{MatchLabels: zk}, Role: v1alpha1.RolePeerStateful},
+		}},
+	})
+	waitWebhookDecides(t, ctx, rh.Client, ns, zk, "quorum")
+
+	dry := kubectlMeshrole(t, "--kubeconfig", rh.Kubeconfig, "rollout", "-n", ns, "--dry-run")
+	if dry.code != 0 {
+		t.Fatalf("rollout --dry-run: exit %d: %s", dry.code, dry.stderr)
+	}
+	for i, pod := range []string{"zk-2", "zk-1", "zk-0"} {
+		if want := fmt.Sprintf("%d. evict %s/%s (StatefulSet zk): NoVerdict", i+1, ns, pod); !strings.Contains(dry.stdout, want) {
+			t.Errorf("the plan lacks %q:\n%s", want, dry.stdout)
+		}
+	}
+	for _, p := range waitReadyPods(t, ctx, cs, ns, 3) {
+		if i := slices.IndexFunc(before, func(b corev1.Pod) bool { return b.Name == p.Name }); i < 0 || before[i].UID != p.UID {
+			t.Fatalf("pod %s was replaced by a dry run", p.Name)
+		}
+	}
+
+	run := kubectlMeshrole(t, "--kubeconfig", rh.Kubeconfig, "rollout", "-n", ns, "--timeout", "1m")
+	if run.code != 0 || !strings.Contains(run.stdout, "3 pods restarted") {
+		t.Fatalf("rollout: exit %d, want 0 and 3 pods restarted:\n%s%s", run.code, run.stdout, run.stderr)
+	}
+	for _, p := range waitReadyPods(t, ctx, cs, ns, 3) {
+		if p.Annotations[policy.PolicyAnnotation] != ns+"/zookeeper" || p.Labels[policy.IstioInjectKey] != "false" {
+			t.Errorf("pod %s after the rollout: labels %v annotations %v, want its verdict", p.Name, p.Labels, p.Annotations)
+		}
+	}
+	again := kubectlMeshrole(t, "--kubeconfig", rh.Kubeconfig, "rollout", "-n", ns, "--dry-run")
+	if again.code != 0 || !strings.Contains(again.stdout, "no drifted pods to restart") {
+		t.Errorf("after the rollout: exit %d\n%s%s", again.code, again.stdout, again.stderr)
+	}
 }
 
 // startRolloutCluster starts a harness with the controllers and the fake
