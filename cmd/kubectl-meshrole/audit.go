@@ -194,6 +194,19 @@ func auditNamespace(ctx context.Context, c client.Reader, store *policy.Store, n
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		d := store.Decide(policy.Input{Namespace: ns.Name, NamespaceLabels: labels.Set(ns.Labels), PodLabels: labels.Set(pod.Labels)})
+		// The same drift check as kubectl meshrole rollout, plus what only
+		// a whole pod shows: Istio's proxy among the containers of a peer
+		// that should have none.
+		drift := policy.DetectDrift(pod.Labels, pod.Annotations, d)
+		if d.Winner != nil && d.Winner.Role() == v1alpha1.RolePeerStateful && hasProxy(pod) &&
+			(d.Winner.Workload.Peer == nil || d.Winner.Workload.Peer.Proxy != v1alpha1.PeerProxyBypassPorts) &&
+			!slices.ContainsFunc(drift, func(x policy.Drift) bool { return x.Reason == policy.DriftSidecarOnPeer }) {
+			drift = append(drift, policy.Drift{Reason: policy.DriftSidecarOnPeer, Detail: "it runs istio-proxy, which its verdict keeps out"})
+		}
+		if len(drift) > 0 {
+			findings = append(findings, Finding{checkNeedsRestart, "Pod/" + ns.Name + "/" + pod.Name,
+				fmt.Sprintf("differs from what it would get now (%s); kubectl meshrole rollout restarts it", driftSummary(drift))})
+		}
 		if d.Winner == nil {
 			continue
 		}
@@ -205,13 +218,6 @@ func auditNamespace(ctx context.Context, c client.Reader, store *policy.Store, n
 		}
 		if w.Role == v1alpha1.RoleClientStateless && hasProxy(pod) {
 			clients = append(clients, pod)
-		}
-		effect := d.Effect()
-		newLabels, newAnnotations, _ := effect.Apply(pod.Labels, pod.Annotations)
-		if !maps.Equal(newLabels, pod.Labels) || !maps.Equal(newAnnotations, pod.Annotations) ||
-			(w.Role == v1alpha1.RolePeerStateful && w.Peer != nil && w.Peer.Proxy != v1alpha1.PeerProxyBypassPorts && hasProxy(pod)) {
-			findings = append(findings, Finding{checkNeedsRestart, "Pod/" + ns.Name + "/" + pod.Name,
-				fmt.Sprintf("was admitted before %s (workload %s) applied to it; recreate it to get its verdict (%s)", d.Winner.Policy, w.Name, w.Role)})
 		}
 	}
 
@@ -289,4 +295,13 @@ func clusterPolicies(ctx context.Context, c client.Reader, namespace string) (*p
 		store.SetClusterMeshRolePolicy(&cluster.Items[i])
 	}
 	return store, nil
+}
+
+// driftSummary is the drift's reasons and what each says.
+func driftSummary(drift []policy.Drift) string {
+	parts := make([]string, len(drift))
+	for i, d := range drift {
+		parts[i] = d.String()
+	}
+	return strings.Join(parts, "; ")
 }
