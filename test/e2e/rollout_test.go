@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
@@ -44,6 +46,117 @@ func TestRollout(t *testing.T) {
 	t.Run("kubectl meshrole rollout: --dry-run prints the plan and evicts nothing, then an OnDelete StatefulSet converges", func(t *testing.T) {
 		testRolloutCommand(t, ctx, rh, cs)
 	})
+	t.Run("every file of examples/ applied in one go, no waits: every pod ends with its verdict, pods that raced their policy converged by rollout", func(t *testing.T) {
+		testExamplesAtOnce(t, ctx, rh, cs)
+	})
+}
+
+// testExamplesAtOnce applies examples/ the way a GitOps tool or kubectl
+// apply -R -f examples/ does: namespaces first, then everything else at
+// once, waiting for nothing. Pods that reach the webhook before their policy
+// get no verdict; rollout must find exactly those and converge them.
+func testExamplesAtOnce(t *testing.T, ctx context.Context, rh *harness.Harness, cs kubernetes.Interface) {
+	files, err := filepath.Glob(filepath.Join(rh.Root, "examples", "*", "*.yaml"))
+	if err != nil || len(files) < 20 {
+		t.Fatalf("examples: %v %v", files, err)
+	}
+	var namespaces, rest []*unstructured.Unstructured
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := harness.DecodeYAML(data)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, o := range objs {
+			if o.GetKind() == "Namespace" {
+				namespaces = append(namespaces, o)
+			} else {
+				rest = append(rest, o)
+			}
+		}
+	}
+	wantPods := map[string]int{}
+	for _, o := range rest {
+		switch replicas, _, _ := unstructured.NestedFieldNoCopy(o.Object, "spec", "replicas"); n := replicas.(type) {
+		case int64:
+			wantPods[o.GetNamespace()] += int(n)
+		case float64:
+			wantPods[o.GetNamespace()] += int(n)
+		}
+	}
+	for _, objs := range [][]*unstructured.Unstructured{namespaces, rest} {
+		var wg sync.WaitGroup
+		errs := make([]error, len(objs))
+		for i, o := range objs {
+			wg.Go(func() { errs[i] = rh.Client.Create(ctx, o) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	total := 0
+	for ns, n := range wantPods {
+		waitReadyPods(t, ctx, cs, ns, n)
+		total += n
+	}
+	if len(wantPods) != len(namespaces) || total < 20 {
+		t.Fatalf("%d pods in %d namespaces from %d example namespaces: the examples' workloads were not read", total, len(wantPods), len(namespaces))
+	}
+
+	store := storeFromCluster(t, ctx, rh.Client)
+	raced, err := rollout.Find(ctx, rh.Client, store, rollout.Scope{AllNamespaces: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inExamples []rollout.Target
+	for _, target := range raced {
+		if _, ok := wantPods[target.Namespace]; ok {
+			inExamples = append(inExamples, target)
+		}
+	}
+	t.Logf("%d pods in %d namespaces; %d raced their policy and drifted: %v", total, len(wantPods), len(inExamples), podNamesOf(inExamples))
+	if len(inExamples) > 0 {
+		runner := &rollout.Runner{Client: rh.Client, Policies: store, Timeout: time.Minute, Progress: func(e rollout.Event) { t.Log(e) }}
+		if _, err := runner.Run(ctx, rollout.NewPlan(inExamples, rollout.PlanOptions{})); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The end state: every pod carries its verdict, none differs from it.
+	left, err := rollout.Find(ctx, rh.Client, store, rollout.Scope{AllNamespaces: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withVerdict := 0
+	for ns, n := range wantPods {
+		for _, p := range waitReadyPods(t, ctx, cs, ns, n) {
+			if p.Annotations[policy.PolicyAnnotation] == ns+"/"+policyNameIn(rest, ns) {
+				withVerdict++
+			}
+		}
+	}
+	for _, target := range left {
+		if _, ok := wantPods[target.Namespace]; ok {
+			t.Errorf("still drifted: %s: %s", target.Key(), driftReasons(target.Drift))
+		}
+	}
+	if withVerdict != total {
+		t.Errorf("%d of %d pods carry their namespace's policy", withVerdict, total)
+	}
+}
+
+// policyNameIn is the name of the MeshRolePolicy of a namespace among objs.
+func policyNameIn(objs []*unstructured.Unstructured, namespace string) string {
+	for _, o := range objs {
+		if o.GetKind() == "MeshRolePolicy" && o.GetNamespace() == namespace {
+			return o.GetName()
+		}
+	}
+	return ""
 }
 
 // testRolloutCommand drives the same code through the plugin, as a user
