@@ -88,16 +88,24 @@ func SelectedVersion() string {
 }
 
 // Build builds the injector of Istio version name into
-// <root>/bin/istio-injector/<name> unless that binary is newer than every
-// file of its module, and returns its path and whether it was (re)built.
+// <root>/bin/istio-injector/<name> unless that binary is newer than the
+// shared source (injectors/_template) and the version's module (its go.mod
+// and go.sum), and returns its path and whether it was (re)built. The source
+// is one for every version; it is put beside each version's go.mod in a
+// git-ignored build directory.
 func Build(ctx context.Context, root, name string) (bin string, built bool, err error) {
-	src := filepath.Join(InjectorsDir(root), name)
-	if _, err := os.Stat(filepath.Join(src, "go.mod")); err != nil {
-		return "", false, fmt.Errorf("no injector module for Istio %q in %s: add it to versions.txt and run test/istio/injectors/gen.sh %s", name, src, name)
+	template := filepath.Join(InjectorsDir(root), "_template")
+	module := filepath.Join(InjectorsDir(root), name)
+	if _, err := os.Stat(filepath.Join(module, "go.mod")); err != nil {
+		return "", false, fmt.Errorf("no injector module for Istio %q in %s: add it to versions.txt and run test/istio/injectors/gen.sh %s", name, module, name)
 	}
 	bin = filepath.Join(root, "bin", "istio-injector", name)
-	if upToDate(bin, src) {
+	if upToDate(bin, template) && upToDate(bin, module) {
 		return bin, false, nil
+	}
+	src := filepath.Join(root, "bin", "istio-injector", "src", name)
+	if err := assemble(src, template, module); err != nil {
+		return "", false, err
 	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
 	cmd.Dir = src
@@ -109,9 +117,38 @@ func Build(ctx context.Context, root, name string) (bin string, built bool, err 
 		"GOWORK=off",
 	)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", false, fmt.Errorf("building Istio %s's injector in %s: %w\n%s", name, src, err, out)
+		return "", false, fmt.Errorf("building Istio %s's injector (%s with %s): %w\n%s", name, template, module, err, out)
 	}
 	return bin, true, nil
+}
+
+// assemble fills dir with the files of the given directories.
+func assemble(dir string, from ...string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range from {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if e.IsDir() {
+				continue
+			}
+			data, err := os.ReadFile(filepath.Join(d, e.Name()))
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(dir, e.Name()), data, 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // upToDate reports whether bin exists and is newer than every file in src.
