@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -31,23 +28,12 @@ type finding struct {
 // API server.
 func runAudit(t *testing.T, args ...string) ([]finding, int) {
 	t.Helper()
-	bin := pluginBinary(t)
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(bin, append([]string{"audit", "--kubeconfig", h.Kubeconfig, "-o", "json"}, args...)...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	code := 0
-	if err := cmd.Run(); err != nil {
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) {
-			t.Fatal(err)
-		}
-		code = exit.ExitCode()
-	}
+	r := kubectlMeshrole(t, append([]string{"audit", "--kubeconfig", h.Kubeconfig, "-o", "json"}, args...)...)
 	var findings []finding
-	if err := json.Unmarshal(stdout.Bytes(), &findings); err != nil {
-		t.Fatalf("audit output is not JSON (exit %d): %v\n%s\n%s", code, err, stdout.String(), stderr.String())
+	if err := json.Unmarshal([]byte(r.stdout), &findings); err != nil {
+		t.Fatalf("audit output is not JSON (exit %d): %v\n%s\n%s", r.code, err, r.stdout, r.stderr)
 	}
-	return findings, code
+	return findings, r.code
 }
 
 // testAudit builds, in a live cluster, each trap audit looks for: a
