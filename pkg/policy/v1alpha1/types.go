@@ -135,6 +135,20 @@ type Workload struct {
 	Client *ClientSettings `json:"client,omitempty"`
 }
 
+// Rollout says who restarts the running pods that disagree with a policy.
+// +kubebuilder:validation:Enum=Manual;Automatic
+type Rollout string
+
+const (
+	// RolloutManual reports drifted pods (status, events, audit) and leaves
+	// restarting them to an operator (kubectl meshrole rollout).
+	RolloutManual Rollout = "Manual"
+	// RolloutAutomatic lets meshrole's leader restart drifted pods itself,
+	// the way kubectl meshrole rollout does: through the Eviction API, one
+	// pod per owner at a time, stopping at a replacement that is not Ready.
+	RolloutAutomatic Rollout = "Automatic"
+)
+
 // PolicySpec is what both policy kinds declare.
 type PolicySpec struct {
 	// Mode is Enforce (the default) or DryRun.
@@ -146,6 +160,12 @@ type PolicySpec struct {
 	// +kubebuilder:default=0
 	// +optional
 	Priority int32 `json:"priority,omitempty"`
+
+	// Rollout is Manual (the default: drifted pods are reported, an operator
+	// restarts them) or Automatic (meshrole restarts them, quorum-safely).
+	// +kubebuilder:default=Manual
+	// +optional
+	Rollout Rollout `json:"rollout,omitempty"`
 
 	// Workloads are tried in order; within one policy the first entry whose
 	// selector matches a pod wins.
@@ -163,6 +183,10 @@ type WorkloadStatus struct {
 	Name string `json:"name"`
 	// MatchedPods counts the pods that now carry this policy and entry.
 	MatchedPods int32 `json:"matchedPods"`
+	// DriftedPods counts the running pods this entry should reach that carry
+	// something else than its verdict; they converge when restarted.
+	// +optional
+	DriftedPods int32 `json:"driftedPods,omitempty"`
 }
 
 // PolicyStatus is the observed state of a policy.
@@ -171,8 +195,9 @@ type PolicyStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Ready, and Conflict when another policy ties with a
-	// different role for some pod.
+	// Conditions: Ready; Conflict when another policy ties with a
+	// different role for some pod; Drifted when running pods it reaches
+	// carry something else than its verdict.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -194,6 +219,7 @@ type PolicyStatus struct {
 // +kubebuilder:printcolumn:name="Workloads",type=string,JSONPath=`.spec.workloads[*].name`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Conflict",type=string,JSONPath=`.status.conditions[?(@.type=="Conflict")].status`
+// +kubebuilder:printcolumn:name="Drifted",type=string,JSONPath=`.status.conditions[?(@.type=="Drifted")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type MeshRolePolicy struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -233,6 +259,7 @@ type ClusterMeshRolePolicySpec struct {
 // +kubebuilder:printcolumn:name="Workloads",type=string,JSONPath=`.spec.workloads[*].name`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Conflict",type=string,JSONPath=`.status.conditions[?(@.type=="Conflict")].status`
+// +kubebuilder:printcolumn:name="Drifted",type=string,JSONPath=`.status.conditions[?(@.type=="Drifted")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterMeshRolePolicy struct {
 	metav1.TypeMeta   `json:",inline"`
