@@ -44,6 +44,23 @@ type Drift struct {
 
 func (d Drift) String() string { return string(d.Reason) + ": " + d.Detail }
 
+// ReadsAnnotation reports whether DetectDrift reads a pod annotation: every
+// key under KeyPrefix (meshrole's record, removed when the verdict does not
+// write it), every key an Effect writes or merges into, and Istio's status
+// annotation. The engine reads no pod annotation, and all pod labels (a
+// selector may name any). A metadata cache that keeps the labels and these
+// annotations gives DetectDrift and Decide what the whole pod would.
+func ReadsAnnotation(key string) bool {
+	if strings.HasPrefix(key, KeyPrefix) {
+		return true
+	}
+	switch key {
+	case IstioSidecarStatus, IstioInjectKey, IstioExcludeInboundPorts, IstioExcludeOutboundPorts, IstioProxyConfig:
+		return true
+	}
+	return false
+}
+
 // DetectDrift reports how a pod's labels and annotations differ from what the
 // decision the current policies give it would write at its admission; nil
 // means the pod is what a fresh admission would make it. It reads metadata

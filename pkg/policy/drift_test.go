@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshrole/meshrole/pkg/policy"
+	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
 )
 
 // The policies and namespaces of pkg/mutate's golden fixtures, so that drift
@@ -357,5 +358,118 @@ func TestNoDriftAfterAdmission(t *testing.T) {
 	}
 	if seen != len(outputs) {
 		t.Fatalf("checked %d of %d fixtures", seen, len(outputs))
+	}
+}
+
+// keepRead keeps the annotations ReadsAnnotation names, as the status
+// controllers' pod cache does.
+func keepRead(annotations map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range annotations {
+		if policy.ReadsAnnotation(k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// TestReadsAnnotationIsAllDriftReads: drift on the annotations
+// ReadsAnnotation keeps is drift on all of them, for every golden admitted
+// pod, pods that drifted in each way, and every key an effect can write.
+func TestReadsAnnotationIsAllDriftReads(t *testing.T) {
+	store, namespaces := goldenStore(t)
+	// Keys a pod often carries that no verdict writes, Istio's among them.
+	unread := map[string]string{
+		"prometheus.io/scrape": "true", "kubectl.kubernetes.io/default-container": "app",
+		"traffic.sidecar.istio.io/includeOutboundIPRanges": "10.0.0.0/8", "sidecar.istio.io/proxyCPU": "100m",
+		"istio.io/rev": "canary",
+	}
+	for k := range unread {
+		if policy.ReadsAnnotation(k) {
+			t.Errorf("ReadsAnnotation(%q): no verdict writes it", k)
+		}
+	}
+	type pod struct {
+		namespace           string
+		labels, annotations map[string]string
+	}
+	pods := []pod{
+		{"shop", eurekaPeerLabels, eurekaPeerVerdict},
+		{"shop", merge(m(istioLabels), "app", "eureka-server"), istioStatus},
+		{"shop", map[string]string{"app": "orders"}, nil},
+		{"shop", ordersLabels, merge(m(ordersVerdict), "meshrole.io/extra", "x", "proxy.istio.io/config", "-")},
+		{"zk", map[string]string{"app": "zookeeper"}, merge(m(zkVerdict), "traffic.sidecar.istio.io/excludeInboundPorts", "2888")},
+		{"mixed", merge(m(eurekaPeerLabels), "app", "kafka"), merge(m(eurekaPeerVerdict), "meshrole.io/policy", "mixed/kafka", "meshrole.io/workload", "brokers")},
+		{"preview", map[string]string{"app": "eureka-server"}, nil},
+		{"shop", map[string]string{"app": "batch"}, map[string]string{"meshrole.io/policy": "shop/eureka", "meshrole.io/workload": "eureka-clients"}},
+	}
+	outputs, err := filepath.Glob("../mutate/testdata/*.json.mutated")
+	if err != nil || len(outputs) < 20 {
+		t.Fatalf("found %d golden outputs (%v), want the 20 or more of pkg/mutate/testdata", len(outputs), err)
+	}
+	for _, output := range outputs {
+		var review struct {
+			Request struct {
+				Namespace string `json:"namespace"`
+			} `json:"request"`
+		}
+		raw, err := os.ReadFile(strings.TrimSuffix(output, ".mutated"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(raw, &review); err != nil {
+			t.Fatal(err)
+		}
+		var admitted struct {
+			Labels      map[string]string `json:"labels"`
+			Annotations map[string]string `json:"annotations"`
+		}
+		if raw, err = os.ReadFile(output); err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.Unmarshal(raw, &admitted); err != nil {
+			t.Fatal(err)
+		}
+		pods = append(pods, pod{review.Request.Namespace, admitted.Labels, admitted.Annotations})
+	}
+	withDrift := 0
+	for i, p := range pods {
+		full := merge(m(unread, p.annotations))
+		want := driftOf(store, namespaces, p.namespace, p.labels, full)
+		got := driftOf(store, namespaces, p.namespace, p.labels, keepRead(full))
+		if !slices.Equal(got, want) {
+			t.Errorf("pod %d in %s: drift on the annotations ReadsAnnotation keeps %v, on all of them %v", i, p.namespace, got, want)
+		}
+		if len(want) > 0 {
+			withDrift++
+		}
+	}
+	if withDrift < 8 {
+		t.Errorf("only %d of %d pods drifted: the comparison proves little", withDrift, len(pods))
+	}
+
+	// Every key any entry can write, in and out of ambient.
+	for _, w := range []v1alpha1.Workload{
+		{Role: v1alpha1.RolePeerStateful, Peer: &v1alpha1.PeerSettings{Proxy: v1alpha1.PeerProxySkip}},
+		{Role: v1alpha1.RolePeerStateful, Peer: &v1alpha1.PeerSettings{Proxy: v1alpha1.PeerProxyBypassPorts, Ports: []v1alpha1.Port{2888}}},
+		{Role: v1alpha1.RoleClientStateless, Client: &v1alpha1.ClientSettings{Proxy: v1alpha1.ClientProxySidecar,
+			ExcludeOutboundPorts: []v1alpha1.Port{8761}, HoldApplicationUntilProxyStarts: true}},
+	} {
+		for _, ambient := range []bool{false, true} {
+			e := policy.IstioEffect(&w, ambient)
+			for k := range e.Annotations {
+				if !policy.ReadsAnnotation(k) {
+					t.Errorf("%s writes annotation %s, which ReadsAnnotation leaves out", w.Role, k)
+				}
+			}
+			for k := range e.Ports {
+				if !policy.ReadsAnnotation(k) {
+					t.Errorf("%s merges ports into %s, which ReadsAnnotation leaves out", w.Role, k)
+				}
+			}
+			if e.HoldApplicationUntilProxyStarts && !policy.ReadsAnnotation(policy.IstioProxyConfig) {
+				t.Errorf("%s merges into %s, which ReadsAnnotation leaves out", w.Role, policy.IstioProxyConfig)
+			}
+		}
 	}
 }
