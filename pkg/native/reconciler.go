@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilversion "k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -112,21 +113,44 @@ func servesMutatingAdmissionPolicy(mgr ctrl.Manager) error {
 	if err != nil {
 		return err
 	}
-	gv := admissionregistrationv1.SchemeGroupVersion
-	resources, err := dc.ServerResourcesForGroupVersion(gv.String())
-	if err == nil {
+	return RequireServerSupport(dc)
+}
+
+// RequireServerSupport returns an error, naming the Kubernetes version native
+// mode needs and the API server's own, unless the API server serves
+// mutatingadmissionpolicies in admissionregistration.k8s.io/v1. Native mode
+// refuses to start without them rather than run with no policy enforced.
+func RequireServerSupport(dc discovery.DiscoveryInterface) error {
+	gv := admissionregistrationv1.SchemeGroupVersion.String()
+	resources, err := dc.ServerResourcesForGroupVersion(gv)
+	switch {
+	case err == nil:
 		for _, r := range resources.APIResources {
 			if r.Name == "mutatingadmissionpolicies" {
 				return nil
 			}
 		}
+	case !apierrors.IsNotFound(err):
+		return fmt.Errorf("native mode: asking the API server whether it serves %s mutatingadmissionpolicies: %w", gv, err)
 	}
-	return fmt.Errorf("native mode needs %s mutatingadmissionpolicies, which this API server does not serve "+
-		"(Kubernetes 1.36 or later, with the MutatingAdmissionPolicy admission plugin enabled); run meshrole with mode: webhook: %w",
-		gv, errors.Join(err, errNotServed))
+	server := "of an unknown version"
+	if v, err := dc.ServerVersion(); err == nil && v.GitVersion != "" {
+		server = v.GitVersion
+		if parsed, err := utilversion.ParseGeneric(v.GitVersion); err == nil && parsed.AtLeast(minNativeVersion) {
+			// New enough, yet the API is off (--runtime-config, or a
+			// distribution that disables it).
+			return fmt.Errorf("native mode needs MutatingAdmissionPolicy (%s), which this API server (%s) does not serve: "+
+				"enable %s/mutatingadmissionpolicies in its --runtime-config, or use mode: webhook",
+				gv, server, gv)
+		}
+	}
+	return fmt.Errorf("native mode needs Kubernetes %d.%d or later (MutatingAdmissionPolicy %s); this API server is %s; use mode: webhook",
+		minNativeVersion.Major(), minNativeVersion.Minor(), gv, server)
 }
 
-var errNotServed = errors.New("resource not served")
+// minNativeVersion is the first Kubernetes release serving
+// MutatingAdmissionPolicy in admissionregistration.k8s.io/v1 (GA).
+var minNativeVersion = utilversion.MajorMinor(1, 36)
 
 // Reconcile compiles the current policies and writes what changed.
 func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
