@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -46,7 +44,9 @@ func TestClusterRunsPodsAndEvictions(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	restartControllerManager(t, h, append(harnessControllers(), ClusterControllers...))
+	if err := h.AddControllers(ClusterControllers...); err != nil {
+		t.Fatal(err)
+	}
 
 	start := time.Now()
 	c, err := h.StartCluster(ctx, 2)
@@ -144,45 +144,13 @@ func TestClusterRunsPodsAndEvictions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if podReady(pod) || pod.Status.Phase != corev1.PodRunning || len(pod.Status.ContainerStatuses) != 1 ||
+	if PodReady(pod) || pod.Status.Phase != corev1.PodRunning || len(pod.Status.ContainerStatuses) != 1 ||
 		pod.Status.ContainerStatuses[0].Ready || pod.Status.ContainerStatuses[0].State.Running == nil {
 		t.Fatalf("pod %s labelled %s: phase %s, ready %v, containers %+v; want Running, not Ready, its container running but not ready",
-			pod.Name, NeverReadyLabel, pod.Status.Phase, podReady(pod), pod.Status.ContainerStatuses)
+			pod.Name, NeverReadyLabel, pod.Status.Phase, PodReady(pod), pod.Status.ContainerStatuses)
 	}
 	if err := evict(pod.Name); !refusedByBudget(err) {
 		t.Fatalf("eviction of the never-ready pod %s under a budget of minAvailable 1: got %v, want 429", pod.Name, err)
-	}
-}
-
-// harnessControllers is the harness's own --controllers list.
-func harnessControllers() []string {
-	return []string{
-		"deployment-controller", "replicaset-controller", "statefulset-controller",
-		"serviceaccount-controller", "garbage-collector-controller", "namespace-controller",
-	}
-}
-
-// restartControllerManager replaces the harness's kube-controller-manager
-// with one running controllers.
-func restartControllerManager(t *testing.T, h *Harness, controllers []string) {
-	t.Helper()
-	if err := h.ControllerManager.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	h.ControllerManager = &Process{
-		Name:    "kube-controller-manager",
-		Path:    filepath.Join(h.K8sBin, "kube-controller-manager"),
-		LogPath: filepath.Join(h.WorkDir, "kube-controller-manager.log"),
-		Args: []string{
-			"--kubeconfig=" + h.Kubeconfig,
-			"--leader-elect=false",
-			"--secure-port=0",
-			"--use-service-account-credentials=false",
-			"--controllers=" + strings.Join(controllers, ","),
-		},
-	}
-	if err := h.ControllerManager.Start(); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -240,7 +208,7 @@ func readyPods(ctx context.Context, cs kubernetes.Interface, ns, selector string
 		return nil, fmt.Sprintf("%d pods %v", len(list.Items), podPhases(list.Items))
 	}
 	for _, p := range list.Items {
-		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning || !podReady(&p) || !slices.Contains(nodes, p.Spec.NodeName) {
+		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning || !PodReady(&p) || !slices.Contains(nodes, p.Spec.NodeName) {
 			return nil, fmt.Sprintf("pods %v", podPhases(list.Items))
 		}
 	}
@@ -285,17 +253,11 @@ func waitUntil(ctx context.Context, t *testing.T, what string, check func() stri
 	}
 }
 
-func podReady(p *corev1.Pod) bool {
-	return slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
-		return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
-	})
-}
-
 func podPhases(pods []corev1.Pod) []string {
 	var out []string
 	for _, p := range pods {
 		s := fmt.Sprintf("%s=%s", p.Name, p.Status.Phase)
-		if podReady(&p) {
+		if PodReady(&p) {
 			s += "/Ready"
 		}
 		if p.DeletionTimestamp != nil {

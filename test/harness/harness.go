@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,6 +80,10 @@ type Options struct {
 	// MutatingWebhookConfiguration; ModeNative registers none, and the server
 	// keeps MutatingAdmissionPolicies instead.
 	Mode Mode
+	// Controllers are kube-controller-manager controllers to run on top of
+	// the harness's own (WorkloadControllers): ClusterControllers for a
+	// cluster whose pods run (StartCluster).
+	Controllers []string
 }
 
 // Mode is meshrole's mode of operation (the server's --mode flag).
@@ -121,6 +126,11 @@ type Harness struct {
 	failurePolicy admissionregistrationv1.FailurePolicyType
 	progress      func(string)
 
+	// The controller manager's credentials and controllers, for
+	// AddControllers.
+	kcmKubeconfig string
+	controllers   []string
+
 	// What StartWebhook needs to start more replicas like Webhook, and the
 	// replicas it started (Stop stops them too).
 	webhookBin        string
@@ -134,7 +144,7 @@ type Harness struct {
 // configuration; it returns once a pod created in an enabled namespace is
 // mutated by the webhook. On error, whatever was started is stopped again.
 func Start(ctx context.Context, opts Options) (h *Harness, err error) {
-	h = &Harness{progress: opts.Progress, failurePolicy: opts.FailurePolicy}
+	h = &Harness{progress: opts.Progress, failurePolicy: opts.FailurePolicy, controllers: slices.Concat(WorkloadControllers, opts.Controllers)}
 	if h.progress == nil {
 		h.progress = func(string) {}
 	}
@@ -298,15 +308,49 @@ func (h *Harness) writeUserKubeconfig(name string) (string, error) {
 	return path, os.WriteFile(path, data, 0o600)
 }
 
-func (h *Harness) startControllerManager() error {
-	kubeconfig, err := h.writeUserKubeconfig("kcm")
+// WorkloadControllers are the kube-controller-manager controllers every
+// harness runs: the workload controllers create pods, the rest keep
+// namespaces usable and deletable.
+var WorkloadControllers = []string{
+	"deployment-controller", "replicaset-controller", "statefulset-controller",
+	"serviceaccount-controller", "garbage-collector-controller", "namespace-controller",
+}
+
+func (h *Harness) startControllerManager() (err error) {
+	if h.kcmKubeconfig, err = h.writeUserKubeconfig("kcm"); err != nil {
+		return err
+	}
+	h.ControllerManager, err = StartControllerManager(h.K8sBin, h.kcmKubeconfig, filepath.Join(h.WorkDir, "kube-controller-manager.log"), h.controllers...)
+	return err
+}
+
+// AddControllers restarts kube-controller-manager with these controllers
+// added to the ones it runs, for a suite whose harness was started without
+// them (ClusterControllers before StartCluster). Those it runs already are
+// not added twice; when nothing is new it does nothing.
+func (h *Harness) AddControllers(controllers ...string) error {
+	if h.ControllerManager == nil {
+		return errors.New("harness: AddControllers before Start")
+	}
+	var added []string
+	for _, c := range controllers {
+		if !slices.Contains(h.controllers, c) && !slices.Contains(added, c) {
+			added = append(added, c)
+		}
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	if err := h.ControllerManager.Stop(); err != nil {
+		return fmt.Errorf("stopping kube-controller-manager to add %s: %w", strings.Join(added, ", "), err)
+	}
+	h.controllers = slices.Concat(h.controllers, added)
+	kcm, err := StartControllerManager(h.K8sBin, h.kcmKubeconfig, h.ControllerManager.LogPath, h.controllers...)
 	if err != nil {
 		return err
 	}
-	h.ControllerManager, err = StartControllerManager(h.K8sBin, kubeconfig, filepath.Join(h.WorkDir, "kube-controller-manager.log"),
-		"deployment-controller", "replicaset-controller", "statefulset-controller",
-		"serviceaccount-controller", "garbage-collector-controller", "namespace-controller")
-	return err
+	h.ControllerManager = kcm
+	return nil
 }
 
 // StartControllerManager runs the kube-controller-manager of k8sBin with the

@@ -406,6 +406,70 @@ func (h *Harness) WaitForPods(ctx context.Context, namespace string, selector ma
 	}
 }
 
+// WaitForReadyPods waits until exactly n pods in namespace match selector,
+// none being deleted, all Running and Ready (pods run only on a cluster
+// from StartCluster), and returns them sorted by name.
+func (h *Harness) WaitForReadyPods(ctx context.Context, namespace string, selector map[string]string, n int, timeout time.Duration) ([]corev1.Pod, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		var list corev1.PodList
+		if err := h.Client.List(ctx, &list, client.InNamespace(namespace), client.MatchingLabels(selector)); err != nil {
+			return nil, err
+		}
+		var ready, notReady []string
+		for _, p := range list.Items {
+			if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && PodReady(&p) {
+				ready = append(ready, p.Name)
+			} else {
+				notReady = append(notReady, p.Name)
+			}
+		}
+		if len(ready) == n && len(notReady) == 0 {
+			sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
+			return list.Items, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("want %d Ready pods labelled %v in %s, have %d Ready %v and %d others %v after %v "+
+				"(is the cluster running? see kube-scheduler's and kwok's logs)",
+				n, selector, namespace, len(ready), ready, len(notReady), notReady, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// PodReady reports whether the pod's Ready condition is True.
+func PodReady(p *corev1.Pod) bool {
+	return slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
+		return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
+	})
+}
+
+// PolicyStore is meshrole's policy engine over the policies in the API
+// server now (every MeshRolePolicy and ClusterMeshRolePolicy), as
+// `kubectl meshrole audit` and `rollout` read them.
+func (h *Harness) PolicyStore(ctx context.Context) (*policy.Store, error) {
+	store := policy.NewStore()
+	var namespaced v1alpha1.MeshRolePolicyList
+	if err := h.Client.List(ctx, &namespaced); err != nil {
+		return nil, fmt.Errorf("listing MeshRolePolicies: %w", err)
+	}
+	for i := range namespaced.Items {
+		store.SetMeshRolePolicy(&namespaced.Items[i])
+	}
+	var cluster v1alpha1.ClusterMeshRolePolicyList
+	if err := h.Client.List(ctx, &cluster); err != nil {
+		return nil, fmt.Errorf("listing ClusterMeshRolePolicies: %w", err)
+	}
+	for i := range cluster.Items {
+		store.SetClusterMeshRolePolicy(&cluster.Items[i])
+	}
+	return store, nil
+}
+
 // Warnings collects the warnings the API server returns (admission
 // warnings included). Use it as a rest.Config's WarningHandler.
 type Warnings struct {
