@@ -38,6 +38,21 @@ type Scope struct {
 	// Policy, when set, limits the rollout to the pods that policy decides
 	// now or that record it as their verdict.
 	Policy *policy.Ref
+	// DecidedNow, with Policy, leaves out the pods that only record Policy
+	// as their verdict: the pods another policy, or none, decides now belong
+	// to whoever owns that verdict. The Automatic mode restarts only what its
+	// policy decides.
+	DecidedNow bool
+}
+
+// NotEnabledError is Find's error for a namespace meshrole does not see.
+type NotEnabledError struct {
+	Namespace string
+}
+
+func (e *NotEnabledError) Error() string {
+	return fmt.Sprintf("namespace %s is not enabled (label %s=true): meshrole never sees its pods, so restarting them would change nothing",
+		e.Namespace, policy.EnabledNamespaceLabel)
 }
 
 // systemNamespace is never sent to the webhook, even when labelled (the
@@ -100,7 +115,7 @@ func Find(ctx context.Context, c client.Reader, policies Decider, scope Scope) (
 				continue
 			}
 			d := policies.Decide(policy.Input{Namespace: ns.Name, NamespaceLabels: labels.Set(ns.Labels), PodLabels: labels.Set(pod.Labels)})
-			if scope.Policy != nil && !decidedBy(pod, d, *scope.Policy) {
+			if scope.Policy != nil && !decidedBy(pod, d, *scope.Policy, scope.DecidedNow) {
 				continue
 			}
 			drift := policy.DetectDrift(pod.Labels, pod.Annotations, d)
@@ -124,13 +139,13 @@ func Find(ctx context.Context, c client.Reader, policies Decider, scope Scope) (
 	return targets, nil
 }
 
-// decidedBy reports whether ref decides the pod now or is the verdict the
-// pod records.
-func decidedBy(pod *corev1.Pod, d policy.Decision, ref policy.Ref) bool {
+// decidedBy reports whether ref decides the pod now or, unless now, is the
+// verdict the pod records.
+func decidedBy(pod *corev1.Pod, d policy.Decision, ref policy.Ref, now bool) bool {
 	if d.Winner != nil && d.Winner.Policy == ref {
 		return true
 	}
-	return pod.Annotations[policy.PolicyAnnotation] == ref.String()
+	return !now && pod.Annotations[policy.PolicyAnnotation] == ref.String()
 }
 
 func enabledNamespaces(ctx context.Context, c client.Reader, scope Scope) ([]corev1.Namespace, error) {
@@ -157,8 +172,7 @@ func enabledNamespaces(ctx context.Context, c client.Reader, scope Scope) ([]cor
 		return nil, fmt.Errorf("reading namespace %s: %w", scope.Namespace, err)
 	}
 	if ns.Labels[policy.EnabledNamespaceLabel] != "true" || ns.Name == systemNamespace {
-		return nil, fmt.Errorf("namespace %s is not enabled (label %s=true): meshrole never sees its pods, so restarting them would change nothing",
-			ns.Name, policy.EnabledNamespaceLabel)
+		return nil, &NotEnabledError{Namespace: ns.Name}
 	}
 	return []corev1.Namespace{ns}, nil
 }

@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/meshrole/meshrole/pkg/policy"
+	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
 	"github.com/meshrole/meshrole/pkg/rollout"
 )
 
@@ -89,7 +91,7 @@ type cluster struct {
 
 func newCluster(t *testing.T, objects ...client.Object) *cluster {
 	c := &cluster{t: t, store: newStore(t), refusals: map[string]int{}, unready: map[string]int{}, readyAfter: 2}
-	c.base = fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(objects...).Build()
+	c.base = fake.NewClientBuilder().WithScheme(scheme(t)).WithObjects(objects...).Build()
 	c.client = interceptor.NewClient(c.base, interceptor.Funcs{
 		Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 			c.kubelet(ctx)
@@ -102,6 +104,18 @@ func newCluster(t *testing.T, objects ...client.Object) *cluster {
 		SubResourceCreate: c.evict,
 	})
 	return c
+}
+
+// scheme is Kubernetes' types and meshrole's policies.
+func scheme(t *testing.T) *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // kubelet makes unready pods Ready once they have been read readyAfter times.

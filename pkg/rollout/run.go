@@ -47,6 +47,13 @@ type Runner struct {
 	RetryInterval time.Duration
 	// ReportEvery repeats what a long wait is waiting for.
 	ReportEvery time.Duration
+	// WaitOwnerReady makes each eviction wait, within Timeout, until the
+	// owner's other pods are Ready. Within a run they are, as each
+	// replacement is waited for; it matters when a run starts after another
+	// stopped at a replacement that never became Ready: an owner without a
+	// PodDisruptionBudget then loses no second pod. The Automatic mode sets
+	// it, as it runs again without a human.
+	WaitOwnerReady bool
 	// Progress receives one event per step; see Lines.
 	Progress func(Event)
 
@@ -137,6 +144,11 @@ func (r *Runner) restart(ctx context.Context, t *Target) (bool, error) {
 		r.report(t, "no longer drifted; next")
 		return false, nil
 	}
+	if r.WaitOwnerReady && t.Owner.Kind != "" {
+		if err := r.waitOwnerReady(ctx, t); err != nil {
+			return false, err
+		}
+	}
 
 	before, err := r.existing(ctx, t)
 	if err != nil {
@@ -222,6 +234,31 @@ func (r *Runner) awaited(t *Target) string {
 		return "it to be gone (no controller recreates it)"
 	}
 	return fmt.Sprintf("%s to replace it with a Ready pod that carries its verdict", t.Owner)
+}
+
+// waitOwnerReady waits until every other pod of t's owner is Ready.
+func (r *Runner) waitOwnerReady(ctx context.Context, t *Target) error {
+	return r.poll(ctx, t, func() (bool, string, error) {
+		var pods corev1.PodList
+		if err := r.Client.List(ctx, &pods, client.InNamespace(t.Namespace)); err != nil {
+			return false, "", fmt.Errorf("listing pods in %s: %w", t.Namespace, err)
+		}
+		owners := ownerCache{c: r.Client, found: map[types.UID]Owner{}}
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			if p.UID == t.UID || p.DeletionTimestamp != nil || metav1.GetControllerOf(p) == nil || isReady(p) {
+				continue
+			}
+			owner, err := owners.of(ctx, p)
+			if err != nil {
+				return false, "", err
+			}
+			if owner == t.Owner {
+				return false, fmt.Sprintf("%s's pod %s to be Ready before evicting another (%s)", t.Owner, p.Name, podState(p)), nil
+			}
+		}
+		return true, "", nil
+	})
 }
 
 // waitGone waits until an evicted bare pod is deleted.
