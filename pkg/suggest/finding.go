@@ -3,8 +3,9 @@
 // headless Service, peer ports, an image or configuration of a known system),
 // and turns what it finds into MeshRolePolicies. Whether an existing policy
 // already covers a workload is asked of pkg/policy's decision engine, the one
-// the webhook uses. The package is pure: the kubectl plugin and a controller
-// call it with the objects they read.
+// the webhook uses. Suggest is pure: the kubectl plugin calls it with the
+// objects it reads; the publisher (SetupPublisher), off unless set up, calls
+// it in the cluster and writes the findings as Events on the workloads.
 package suggest
 
 import (
