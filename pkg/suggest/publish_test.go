@@ -144,7 +144,9 @@ func events(t *testing.T, c client.Client) []announcement {
 		}
 		out = append(out, announcement{fmt.Sprintf("%s %s/%s", r.Kind, r.Namespace, r.Name), e.Reason, e.Note})
 	}
-	slices.SortFunc(out, func(a, b announcement) int { return strings.Compare(a.workload+a.reason+a.note, b.workload+b.reason+b.note) })
+	slices.SortFunc(out, func(a, b announcement) int {
+		return strings.Compare(a.workload+a.reason+a.note, b.workload+b.reason+b.note)
+	})
 	return out
 }
 
@@ -319,7 +321,9 @@ func TestSpecOrLabelsChanged(t *testing.T) {
 	sts := func(generation int64, rv string, lbls map[string]string) client.Object {
 		return &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Generation: generation, ResourceVersion: rv, Labels: lbls}}
 	}
-	cm := func(rv string) client.Object { return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{ResourceVersion: rv}} }
+	cm := func(rv string) client.Object {
+		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{ResourceVersion: rv}}
+	}
 	pred := specOrLabelsChanged()
 	for _, c := range []struct {
 		name     string
