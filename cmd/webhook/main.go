@@ -29,6 +29,7 @@ import (
 	"github.com/meshrole/meshrole/pkg/mutate"
 	"github.com/meshrole/meshrole/pkg/native"
 	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
+	"github.com/meshrole/meshrole/pkg/rollout"
 	"github.com/meshrole/meshrole/pkg/status"
 )
 
@@ -44,6 +45,10 @@ type options struct {
 	LeaderElect              bool
 	LeaderElectionNamespace  string
 	ShutdownDelay            time.Duration
+	// AutomaticRollout runs the Automatic mode (spec.rollout: Automatic);
+	// off, those policies are reported like Manual ones and nothing is evicted.
+	AutomaticRollout        bool
+	AutomaticRolloutTimeout time.Duration
 	// Native mode only.
 	ExcludedNamespaces []string
 	FailurePolicy      string
@@ -89,6 +94,11 @@ func parseOptions(fs *flag.FlagSet, args []string) (options, error) {
 	fs.DurationVar(&opts.ShutdownDelay, "shutdown-delay", 5*time.Second,
 		"On SIGTERM, keep serving this long before shutting down: Kubernetes removes a terminating pod's endpoint only about when it sends SIGTERM. "+
 			"Requests in flight when it is over are completed. Keep it below the pod's terminationGracePeriodSeconds.")
+	fs.BoolVar(&opts.AutomaticRollout, "automatic-rollout", true,
+		"Let the leader restart the drifted pods of policies with spec.rollout: Automatic, as kubectl meshrole rollout does. "+
+			"false: no pod is ever evicted by meshrole; Automatic policies are reported like Manual ones.")
+	fs.DurationVar(&opts.AutomaticRolloutTimeout, "automatic-rollout-timeout", rollout.DefaultTimeout,
+		"Automatic mode: how long one pod may take, its eviction while a PodDisruptionBudget refuses it and then its Ready replacement, before the rollout stops and backs off.")
 	fs.Func("native-excluded-namespaces", "Native mode: comma-separated namespaces never mutated, even when labelled (default: kube-system and $POD_NAMESPACE).", func(v string) error {
 		opts.ExcludedNamespaces = strings.Split(v, ",")
 		return nil
@@ -125,6 +135,9 @@ func (o *options) validate() error {
 	}
 	if o.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-delay=%v: want zero or more", o.ShutdownDelay))
+	}
+	if o.AutomaticRollout && o.AutomaticRolloutTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--automatic-rollout-timeout=%v: want more than zero (or --automatic-rollout=false)", o.AutomaticRolloutTimeout))
 	}
 	return errors.Join(errs...)
 }
@@ -185,10 +198,15 @@ func run(opts options) error {
 	if err := status.SetupWithManager(ctx, mgr, opts.Mode == modeNative); err != nil {
 		return fmt.Errorf("setting up policy status: %w", err)
 	}
+	if opts.AutomaticRollout {
+		if err := setupAutomaticRollout(mgr, opts); err != nil {
+			return fmt.Errorf("setting up the Automatic rollout mode: %w", err)
+		}
+	}
 	if opts.Mode == modeNative {
-		log.Info("starting", "mode", opts.Mode, "excludedNamespaces", opts.ExcludedNamespaces)
+		log.Info("starting", "mode", opts.Mode, "excludedNamespaces", opts.ExcludedNamespaces, "automaticRollout", opts.AutomaticRollout)
 	} else {
-		log.Info("starting", "mode", opts.Mode, "webhookPort", opts.WebhookPort, "certDir", opts.CertDir)
+		log.Info("starting", "mode", opts.Mode, "webhookPort", opts.WebhookPort, "certDir", opts.CertDir, "automaticRollout", opts.AutomaticRollout)
 	}
 	return mgr.Start(ctx)
 }
@@ -216,6 +234,25 @@ func setupMode(ctx context.Context, mgr manager.Manager, opts options) error {
 	default: // refused by validate
 		return fmt.Errorf("--mode=%q: want %s or %s", opts.Mode, modeWebhook, modeNative)
 	}
+}
+
+// setupAutomaticRollout adds the Automatic mode, in either mode: drift is
+// decided by the same engine whoever stamps the verdicts. Its rollouts read
+// pods from the API server, not the cache: the cache holds only pod metadata
+// (status.TransformPodMetadata), and a cached read of whole pods would start
+// an informer holding every pod of the cluster.
+func setupAutomaticRollout(mgr manager.Manager, opts options) error {
+	live, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
+	if err != nil {
+		return fmt.Errorf("creating the rollout's API client: %w", err)
+	}
+	a := &rollout.Automatic{
+		Policies: mgr.GetCache(),
+		Client:   live,
+		Recorder: mgr.GetEventRecorder("meshrole"),
+		Runner:   rollout.Runner{Timeout: opts.AutomaticRolloutTimeout},
+	}
+	return a.SetupWithManager(mgr)
 }
 
 // delayedShutdown returns a context cancelled delay after parent is. Shutting
