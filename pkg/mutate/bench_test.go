@@ -68,29 +68,94 @@ func BenchmarkAdmission(b *testing.B) {
 	b.Run("meshrole", func(b *testing.B) { serve(b, newMutator(b), body) })
 }
 
-// BenchmarkDecidePolicyCount shows a decision's cost does not grow with the
-// policies of other namespaces: 10 policies vs 10,000 over 1,000 namespaces.
-func BenchmarkDecidePolicyCount(b *testing.B) {
-	for _, n := range []struct{ policies, namespaces int }{{10, 1}, {10_000, 1_000}} {
-		store := policy.NewStore()
-		for i := range n.policies {
-			ns := fmt.Sprintf("ns-%d", i%n.namespaces)
-			store.SetMeshRolePolicy(&v1alpha1.MeshRolePolicy{
-				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("p-%d", i)},
-				Spec: v1alpha1.PolicySpec{Workloads: []v1alpha1.Workload{
-					{Name: "peers", Role: v1alpha1.RolePeerStateful, Selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprintf("app-%d", i)}}},
-					{Name: "clients", Role: v1alpha1.RoleClientStateless, Selector: metav1.LabelSelector{MatchLabels: map[string]string{"tier": "web"}}},
-				}},
-			})
+// benchPolicy is policy i of a namespace: a peer entry for app-<i> and a
+// client entry for tier web-<i>, so that a pod labelled app=app-0 matches
+// policy 0 only and every other policy is evaluated and passed over.
+func benchPolicy(namespace string, i int) *v1alpha1.MeshRolePolicy {
+	return &v1alpha1.MeshRolePolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: fmt.Sprintf("p-%05d", i)},
+		Spec:       v1alpha1.PolicySpec{Workloads: benchWorkloads(i)},
+	}
+}
+
+func benchWorkloads(i int) []v1alpha1.Workload {
+	return []v1alpha1.Workload{
+		{Name: "peers", Role: v1alpha1.RolePeerStateful, Selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprintf("app-%d", i)}}},
+		{Name: "clients", Role: v1alpha1.RoleClientStateless, Selector: metav1.LabelSelector{MatchLabels: map[string]string{"tier": fmt.Sprintf("web-%d", i)}}},
+	}
+}
+
+// benchClusterPolicy is cluster policy i, shaped like benchPolicy, selecting
+// the namespaces labelled group=<group>.
+func benchClusterPolicy(i int, group string) *v1alpha1.ClusterMeshRolePolicy {
+	return &v1alpha1.ClusterMeshRolePolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("c-%05d", i)},
+		Spec: v1alpha1.ClusterMeshRolePolicySpec{
+			PolicySpec:        v1alpha1.PolicySpec{Workloads: benchWorkloads(i)},
+			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{"group": group}},
+		},
+	}
+}
+
+// decideLoop measures Decide for one pod and checks the verdict every time.
+func decideLoop(b *testing.B, store *policy.Store, in policy.Input, wantMatches int) {
+	b.Helper()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if d := store.Decide(in); len(d.Matches) != wantMatches {
+			b.Fatalf("%d matches, want %d", len(d.Matches), wantMatches)
 		}
-		in := policy.Input{Namespace: "ns-0", PodLabels: labels.Set{"app": "app-0"}}
-		b.Run(fmt.Sprintf("policies=%d/namespaces=%d", n.policies, n.namespaces), func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if d := store.Decide(in); d.Winner == nil {
-					b.Fatal("no match")
-				}
+	}
+}
+
+// BenchmarkDecideNamespacePolicies measures a decision where the pod's own
+// namespace holds 1, 10, 100 and 1,000 policies, among 10,000 policies in
+// all (the others spread over 1,000 namespaces): what a decision costs grows
+// with the policies that can match the pod, never with the total.
+func BenchmarkDecideNamespacePolicies(b *testing.B) {
+	const total, namespaces = 10_000, 1_000
+	for _, local := range []int{1, 10, 100, 1000} {
+		store := policy.NewStore()
+		for i := range local {
+			store.SetMeshRolePolicy(benchPolicy("bench", i))
+		}
+		for i := range total - local {
+			store.SetMeshRolePolicy(benchPolicy(fmt.Sprintf("ns-%d", i%namespaces), i))
+		}
+		in := policy.Input{Namespace: "bench", NamespaceLabels: labels.Set{"group": "bench"}, PodLabels: labels.Set{"app": "app-0"}}
+		b.Run(fmt.Sprintf("namespace=%d", local), func(b *testing.B) { decideLoop(b, store, in, 1) })
+	}
+}
+
+// BenchmarkDecideClusterPolicies measures a decision with 10, 100, 1,000
+// and 5,000 ClusterMeshRolePolicies, none of which select the pod's
+// namespace (selecting=0), or half of which do (selecting=n/2). The pod's
+// namespace also holds 10 policies. Only the selecting ones can match the
+// pod, so only they should cost anything.
+func BenchmarkDecideClusterPolicies(b *testing.B) {
+	for _, half := range []bool{false, true} {
+		for _, n := range []int{10, 100, 1000, 5000} {
+			store := policy.NewStore()
+			for i := range 10 {
+				store.SetMeshRolePolicy(benchPolicy("bench", i))
 			}
-		})
+			selecting := 0
+			for i := range n {
+				group := "other"
+				if half && i%2 == 0 {
+					group, selecting = "bench", selecting+1
+				}
+				store.SetClusterMeshRolePolicy(benchClusterPolicy(i, group))
+			}
+			// app-0 matches namespaced policy p-00000 and, when it selects the
+			// namespace, cluster policy c-00000.
+			want := 1
+			if half {
+				want = 2
+			}
+			in := policy.Input{Namespace: "bench", NamespaceLabels: labels.Set{"group": "bench", policy.EnabledNamespaceLabel: "true"}, PodLabels: labels.Set{"app": "app-0"}}
+			b.Run(fmt.Sprintf("cluster=%d/selecting=%d", n, selecting), func(b *testing.B) { decideLoop(b, store, in, want) })
+		}
 	}
 }

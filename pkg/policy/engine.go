@@ -153,7 +153,7 @@ func compile(ref Ref, generation int64, spec *v1alpha1.PolicySpec, namespaceSele
 		p.workloads[i] = spec.Workloads[i]
 		w := &p.workloads[i]
 		defaultWorkload(w)
-		s, err := metav1.LabelSelectorAsSelector(&w.Selector)
+		s, err := compileSelector(&w.Selector)
 		if err != nil {
 			// The API server's schema should have refused this; match nothing
 			// rather than guess, and say so in status.
@@ -163,7 +163,7 @@ func compile(ref Ref, generation int64, spec *v1alpha1.PolicySpec, namespaceSele
 		p.selectors[i] = s
 	}
 	if namespaceSelector != nil {
-		s, err := metav1.LabelSelectorAsSelector(namespaceSelector)
+		s, err := compileSelector(namespaceSelector)
 		if err != nil {
 			p.problems = append(p.problems, fmt.Sprintf("invalid namespaceSelector: %v", err))
 			s = labels.Nothing()
@@ -207,19 +207,23 @@ var (
 )
 
 // Store holds the current policies, indexed by namespace so that a decision
-// costs the same however many policies other namespaces have. It is safe for
-// concurrent use: informer handlers write, admissions read.
+// costs the same however many policies other namespaces have, and with the
+// cluster policies resolved per namespace label set so that a decision costs
+// nothing for the cluster policies that do not select the pod's namespace.
+// It is safe for concurrent use: informer handlers write, admissions read.
 type Store struct {
 	mu sync.RWMutex
 	// namespaced and cluster slices are sorted by precedence and never
 	// modified in place: writers replace them, so readers may keep them.
 	namespaced map[string][]*compiledPolicy
 	cluster    []*compiledPolicy
+	// clusterFor resolves cluster; it is replaced with it.
+	clusterFor *clusterResolver
 }
 
 // NewStore returns an empty Store.
 func NewStore() *Store {
-	return &Store{namespaced: map[string][]*compiledPolicy{}}
+	return &Store{namespaced: map[string][]*compiledPolicy{}, clusterFor: newClusterResolver(nil)}
 }
 
 // SetMeshRolePolicy adds or replaces a MeshRolePolicy.
@@ -248,14 +252,21 @@ func (s *Store) SetClusterMeshRolePolicy(p *v1alpha1.ClusterMeshRolePolicy) {
 	c := compile(Ref{Name: p.Name}, p.Generation, &p.Spec.PolicySpec, &p.Spec.NamespaceSelector)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.cluster = upsert(s.cluster, c)
+	s.setCluster(upsert(s.cluster, c))
 }
 
 // DeleteClusterMeshRolePolicy removes a ClusterMeshRolePolicy.
 func (s *Store) DeleteClusterMeshRolePolicy(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.cluster = remove(s.cluster, name)
+	s.setCluster(remove(s.cluster, name))
+}
+
+// setCluster replaces the cluster policies, and with them every namespace's
+// resolution of them. The caller holds s.mu.
+func (s *Store) setCluster(cluster []*compiledPolicy) {
+	s.cluster = cluster
+	s.clusterFor = newClusterResolver(cluster)
 }
 
 // Problems lists what in a policy cannot be compiled (and so matches
@@ -324,7 +335,7 @@ func IsAmbient(namespaceLabels labels.Labels) bool {
 // Decide returns the verdict for a pod.
 func (s *Store) Decide(in Input) Decision {
 	s.mu.RLock()
-	namespaced, cluster := s.namespaced[in.Namespace], s.cluster
+	namespaced, clusterFor := s.namespaced[in.Namespace], s.clusterFor
 	s.mu.RUnlock()
 
 	podLabels := in.PodLabels
@@ -336,10 +347,9 @@ func (s *Store) Decide(in Input) Decision {
 		nsLabels = labels.Set{}
 	}
 	d := Decision{Ambient: IsAmbient(nsLabels)}
+	// Only the cluster policies that select the namespace, in precedence order.
+	cluster := clusterFor.selecting(in.Namespace, nsLabels)
 	byPrecedence(namespaced, cluster, func(p *compiledPolicy) {
-		if p.namespaceSelector != nil && !p.namespaceSelector.Matches(nsLabels) {
-			return
-		}
 		k := p.firstMatch(podLabels)
 		if k < 0 {
 			return
