@@ -207,6 +207,7 @@ func typed[T any](t *testing.T, u *unstructured.Unstructured) *T {
 // owner reference to the release's ClusterRole.
 func TestInstallNativeMode(t *testing.T) {
 	e := controlPlane(t)
+	e.skipWithoutNative(t)
 	e.cleanSlateAfter(t)
 	ctx := t.Context()
 	rel := e.helmInstall(t, map[string]any{"mode": modeNative})
@@ -274,6 +275,7 @@ func TestInstallNativeMode(t *testing.T) {
 // mode and back with `helm upgrade`.
 func TestSwitchWebhookAndNativeModes(t *testing.T) {
 	e := controlPlane(t)
+	e.skipWithoutNative(t)
 	e.cleanSlateAfter(t)
 	ctx := t.Context()
 	webhookVals := map[string]any{"certManager": map[string]any{"enabled": false}}
