@@ -14,38 +14,37 @@ import (
 // (docs/performance.md). The transforms below drop what no reader uses; a
 // field a reader starts using must be kept here first.
 
-// podAnnotations are the only pod annotations this package reads (the
-// indexes, policiesOfPod, conflictingPolicies), and nothing else reads the
-// pod cache.
-var podAnnotations = []string{policy.PolicyAnnotation, policy.WorkloadAnnotation, policy.ConflictAnnotation}
-
 // TransformPodMetadata is the cache transform of the pod metadata the status
-// controllers watch: a pod keeps its name, namespace, uid, resourceVersion
-// and the annotations in podAnnotations. Labels, other annotations, owner
-// references and managed fields are dropped: a typical pod's cached metadata
-// goes from about 1 KB to 0.2 KB, for every pod in the cluster, most of which
-// no policy matches. Other objects (a full Pod) only lose their managed
-// fields.
+// controllers watch. A pod keeps its name, namespace, uid, resourceVersion,
+// deletionTimestamp (terminating pods do not count as drifted), all its labels
+// (a policy's selector may name any) and the annotations DetectDrift reads
+// (policy.ReadsAnnotation: meshrole's record and the Istio keys a verdict
+// writes, with Istio's status annotation). Other annotations, owner
+// references, finalizers and managed fields are dropped: they are most of a
+// typical pod's metadata, for every pod in the cluster. Other objects (a full
+// Pod) only lose their managed fields.
 func TransformPodMetadata(in any) (any, error) {
 	p, ok := in.(*metav1.PartialObjectMetadata)
 	if !ok {
 		return cache.TransformStripManagedFields()(in)
 	}
 	var kept map[string]string
-	for _, k := range podAnnotations {
-		if v, ok := p.Annotations[k]; ok {
+	for k, v := range p.Annotations {
+		if policy.ReadsAnnotation(k) {
 			if kept == nil {
-				kept = make(map[string]string, len(podAnnotations))
+				kept = map[string]string{}
 			}
 			kept[k] = v
 		}
 	}
 	p.ObjectMeta = metav1.ObjectMeta{
-		Name:            p.Name,
-		Namespace:       p.Namespace,
-		UID:             p.UID,
-		ResourceVersion: p.ResourceVersion,
-		Annotations:     kept,
+		Name:              p.Name,
+		Namespace:         p.Namespace,
+		UID:               p.UID,
+		ResourceVersion:   p.ResourceVersion,
+		DeletionTimestamp: p.DeletionTimestamp,
+		Labels:            p.Labels,
+		Annotations:       kept,
 	}
 	return p, nil
 }
@@ -95,7 +94,7 @@ func TransformPolicy(in any) (any, error) {
 	for i := range conditions {
 		c := &conditions[i]
 		c.Type, c.Status, c.Reason = intern(c.Type), intern(c.Status), intern(c.Reason)
-		if c.Reason == ReasonAccepted || c.Reason == ReasonNoConflict {
+		if c.Reason == ReasonAccepted || c.Reason == ReasonNoConflict || c.Reason == ReasonNoDrift {
 			c.Message = intern(c.Message)
 		}
 	}

@@ -5,10 +5,12 @@ import (
 	"maps"
 	"reflect"
 	"testing"
+	"time"
 	"unsafe"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/meshrole/meshrole/pkg/policy"
@@ -20,10 +22,11 @@ func podWith(annotations map[string]string) *metav1.PartialObjectMetadata {
 	p.ObjectMeta = metav1.ObjectMeta{
 		Name: "eureka-server-0", Namespace: "shop", UID: types.UID("5b0e4a2c-1f1e-4c55-9a57-3c3b2f9d0c11"), ResourceVersion: "42",
 		GenerateName: "eureka-server-", Labels: map[string]string{"app": "eureka-server", "controller-revision-hash": "eureka-server-6c6b49b9d6"},
-		Annotations:     annotations,
-		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "eureka-server", UID: "u"}},
-		Finalizers:      []string{"example.com/keep"},
-		ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager"}},
+		Annotations:       annotations,
+		DeletionTimestamp: &metav1.Time{Time: time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)},
+		OwnerReferences:   []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "eureka-server", UID: "u"}},
+		Finalizers:        []string{"example.com/keep"},
+		ManagedFields:     []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager"}},
 	}
 	return p
 }
@@ -38,6 +41,11 @@ func TestTransformPodMetadataKeepsWhatStatusReads(t *testing.T) {
 		"conflict": {
 			policy.PolicyAnnotation: "shop/eureka", policy.WorkloadAnnotation: "eureka-peers",
 			policy.ConflictAnnotation: "cluster/all (workload clients, client-stateless)", policy.DryRunAnnotation: `{"role":"client-stateless"}`,
+		},
+		"injected by Istio before meshrole": {
+			policy.IstioSidecarStatus: `{"containers":["istio-proxy"]}`, policy.IstioInjectKey: "true",
+			policy.IstioExcludeInboundPorts: "15020", policy.IstioExcludeOutboundPorts: "8761", policy.IstioProxyConfig: "{}",
+			"kubectl.kubernetes.io/default-container": "app", "traffic.sidecar.istio.io/includeOutboundIPRanges": "*",
 		},
 		"no annotations": nil,
 	} {
@@ -56,21 +64,31 @@ func TestTransformPodMetadataKeepsWhatStatusReads(t *testing.T) {
 			if got, want := indexConflictParties(after), indexConflictParties(before); !reflect.DeepEqual(got, want) {
 				t.Errorf("indexConflictParties: %v, want %v", got, want)
 			}
+			if got, want := indexVerdict(after), indexVerdict(before); !reflect.DeepEqual(got, want) {
+				t.Errorf("indexVerdict: %v, want %v", got, want)
+			}
 			for _, cluster := range []bool{false, true} {
 				if got, want := policiesOfPod(cluster)(context.Background(), after), policiesOfPod(cluster)(context.Background(), before); !reflect.DeepEqual(got, want) {
 					t.Errorf("policiesOfPod(%v): %v, want %v", cluster, got, want)
 				}
 			}
-			for _, k := range podAnnotations {
-				if after.Annotations[k] != before.Annotations[k] {
-					t.Errorf("annotation %s: %q, want %q", k, after.Annotations[k], before.Annotations[k])
+			// Drift and the engine see what they would see on the whole pod.
+			for _, d := range decisions(t) {
+				got := policy.DetectDrift(after.Labels, after.Annotations, d)
+				want := policy.DetectDrift(before.Labels, before.Annotations, d)
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("drift against %v: %v, want %v", d.Winner, got, want)
 				}
+			}
+			if counts(after) {
+				t.Error("the cache lost the deletion timestamp: a terminating pod counts as drifted")
 			}
 
 			// And nothing else is kept.
-			want := metav1.ObjectMeta{Name: before.Name, Namespace: before.Namespace, UID: before.UID, ResourceVersion: before.ResourceVersion}
-			for _, k := range podAnnotations {
-				if v, ok := before.Annotations[k]; ok {
+			want := metav1.ObjectMeta{Name: before.Name, Namespace: before.Namespace, UID: before.UID, ResourceVersion: before.ResourceVersion,
+				DeletionTimestamp: before.DeletionTimestamp, Labels: before.Labels}
+			for k, v := range before.Annotations {
+				if policy.ReadsAnnotation(k) {
 					if want.Annotations == nil {
 						want.Annotations = map[string]string{}
 					}
@@ -91,6 +109,24 @@ func TestTransformPodMetadataKeepsWhatStatusReads(t *testing.T) {
 			}
 		})
 	}
+}
+
+// decisions are a peer's and a client's verdict for the pods of
+// TestTransformPodMetadataKeepsWhatStatusReads, and no verdict.
+func decisions(t *testing.T) []policy.Decision {
+	t.Helper()
+	store := policy.NewStore()
+	p := eurekaPolicy()
+	p.Spec.Workloads[1].Client = &v1alpha1.ClientSettings{ExcludeOutboundPorts: []v1alpha1.Port{8761}, HoldApplicationUntilProxyStarts: true}
+	store.SetMeshRolePolicy(p)
+	var out []policy.Decision
+	for _, app := range []string{"eureka-server", "orders", "batch"} {
+		out = append(out, store.Decide(policy.Input{Namespace: "shop", NamespaceLabels: labels.Set(enabled), PodLabels: labels.Set{"app": app}}))
+	}
+	if out[0].Winner == nil || out[1].Winner == nil || out[2].Winner != nil {
+		t.Fatalf("decisions %+v: want a peer, a client and no verdict", out)
+	}
+	return out
 }
 
 func TestTransformPodMetadataOtherObjects(t *testing.T) {

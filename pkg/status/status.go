@@ -1,7 +1,9 @@
 // Package status keeps the status of meshrole's policies: which pods carry
-// each workload entry, whether the policy compiles, and which other policies
-// it conflicts with. It reads pods from a metadata-only informer cache, with
-// indexes on meshrole's annotations, so it makes no API call per pod.
+// each workload entry, which running pods have drifted from what the policy
+// gives them now, whether the policy compiles, and which other policies it
+// conflicts with. It reads pods from a metadata-only informer cache, by
+// namespace and with indexes on meshrole's annotations, so it makes no API
+// call per pod.
 package status
 
 import (
@@ -14,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -24,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
@@ -69,49 +73,84 @@ type Reconciler[T policyObject] struct {
 	// nativeMode: policies are compiled into MutatingAdmissionPolicies, which
 	// refuse what they cannot honour (policy.NativeProblems).
 	nativeMode bool
+	// drifted is meshrole_drifted_pods, shared by both kinds.
+	drifted *driftGauge
 }
 
-// SetupWithManager registers the pod indexes and the status controllers for
-// both policy kinds. They are leader-elected: one replica writes. In native
-// mode, Ready also reports what native mode refuses to compile.
+// SetupWithManager registers the pod indexes, the drift gauge on
+// controller-runtime's metrics registry, and the status controllers for both
+// policy kinds. They are leader-elected: one replica writes. In native mode,
+// Ready also reports what native mode refuses to compile.
+//
+// A policy's status depends on its pods, on the namespaces' labels, and on
+// the other policies (which one decides a pod), so each controller watches
+// all three. Pods are listed by namespace from the informer's namespace
+// index, which the cache always keeps: no API call.
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, nativeMode bool) error {
 	pods := podMetadata()
-	if err := mgr.GetFieldIndexer().IndexField(ctx, pods, entryIndex, indexEntry); err != nil {
-		return fmt.Errorf("indexing pods: %w", err)
+	for name, index := range map[string]client.IndexerFunc{entryIndex: indexEntry, conflictIndex: indexConflictParties, verdictIndex: indexVerdict} {
+		if err := mgr.GetFieldIndexer().IndexField(ctx, pods, name, index); err != nil {
+			return fmt.Errorf("indexing pods by %s: %w", name, err)
+		}
 	}
-	if err := mgr.GetFieldIndexer().IndexField(ctx, pods, conflictIndex, indexConflictParties); err != nil {
-		return fmt.Errorf("indexing pods: %w", err)
+	drifted, err := newDriftGauge(metrics.Registry)
+	if err != nil {
+		return err
 	}
 	rec := mgr.GetEventRecorder("meshrole")
+	c := mgr.GetClient()
 
 	namespaced := &Reconciler[*v1alpha1.MeshRolePolicy]{
-		Client: mgr.GetClient(), Recorder: rec,
+		Client: c, Recorder: rec,
 		newPolicy:         func() *v1alpha1.MeshRolePolicy { return &v1alpha1.MeshRolePolicy{} },
 		namespaceSelector: func(*v1alpha1.MeshRolePolicy) *metav1.LabelSelector { return nil },
 		nativeMode:        nativeMode,
+		drifted:           drifted,
 	}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("meshrolepolicy-status").
 		For(&v1alpha1.MeshRolePolicy{}).
-		WatchesMetadata(&corev1.Pod{}, podEvents(policiesOfPod(false))).
-		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(namespacedPoliciesIn(mgr.GetClient())),
+		Watches(&v1alpha1.MeshRolePolicy{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return namespacedPoliciesNamed(ctx, c, o.GetNamespace())
+		}), builder.WithPredicates(decisionsChanged())).
+		Watches(&v1alpha1.ClusterMeshRolePolicy{}, handler.EnqueueRequestsFromMapFunc(allNamespacedPolicies(c)),
+			builder.WithPredicates(decisionsChanged())).
+		WatchesMetadata(&corev1.Pod{}, podEvents(policiesOfPod(false), policiesReachingPod(c, false))).
+		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(namespacedPoliciesIn(c)),
 			builder.WithPredicates(labelsChanged())).
 		Complete(namespaced); err != nil {
 		return err
 	}
 	cluster := &Reconciler[*v1alpha1.ClusterMeshRolePolicy]{
-		Client: mgr.GetClient(), Recorder: rec,
+		Client: c, Recorder: rec,
 		newPolicy: func() *v1alpha1.ClusterMeshRolePolicy { return &v1alpha1.ClusterMeshRolePolicy{} },
 		namespaceSelector: func(p *v1alpha1.ClusterMeshRolePolicy) *metav1.LabelSelector {
 			return &p.Spec.NamespaceSelector
 		},
 		nativeMode: nativeMode,
+		drifted:    drifted,
 	}
 	return ctrl.NewControllerManagedBy(mgr).Named("clustermeshrolepolicy-status").
 		For(&v1alpha1.ClusterMeshRolePolicy{}).
-		WatchesMetadata(&corev1.Pod{}, podEvents(policiesOfPod(true))).
-		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(allClusterPolicies(mgr.GetClient())),
+		Watches(&v1alpha1.MeshRolePolicy{}, handler.EnqueueRequestsFromMapFunc(allClusterPolicies(c)),
+			builder.WithPredicates(decisionsChanged())).
+		Watches(&v1alpha1.ClusterMeshRolePolicy{}, handler.EnqueueRequestsFromMapFunc(allClusterPolicies(c)),
+			builder.WithPredicates(decisionsChanged())).
+		WatchesMetadata(&corev1.Pod{}, podEvents(policiesOfPod(true), policiesReachingPod(c, true))).
+		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(allClusterPolicies(c)),
 			builder.WithPredicates(labelsChanged())).
 		Complete(cluster)
+}
+
+// decisionsChanged passes the policy events that can change which policy
+// decides a pod: a policy created or deleted, or its spec edited (a status
+// write changes no generation).
+func decisionsChanged() predicate.Predicate {
+	return predicate.Or(predicate.GenerationChangedPredicate{}, predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return true },
+		DeleteFunc:  func(event.DeleteEvent) bool { return true },
+		UpdateFunc:  func(event.UpdateEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	})
 }
 
 // labelsChanged passes namespace events that can change which policies reach
@@ -127,13 +166,63 @@ func labelsChanged() predicate.Predicate {
 // namespacedPoliciesIn maps a namespace to its MeshRolePolicies.
 func namespacedPoliciesIn(c client.Reader) handler.MapFunc {
 	return func(ctx context.Context, ns client.Object) []reconcile.Request {
+		return namespacedPoliciesNamed(ctx, c, ns.GetName())
+	}
+}
+
+// namespacedPoliciesNamed lists the MeshRolePolicies of one namespace.
+func namespacedPoliciesNamed(ctx context.Context, c client.Reader, namespace string) []reconcile.Request {
+	list := &v1alpha1.MeshRolePolicyList{}
+	if err := c.List(ctx, list, client.InNamespace(namespace)); err != nil {
+		return nil
+	}
+	out := make([]reconcile.Request, len(list.Items))
+	for i := range list.Items {
+		out[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}
+	}
+	return out
+}
+
+// allNamespacedPolicies maps a cluster policy to every MeshRolePolicy: it
+// may outrank, or stop outranking, any of them somewhere.
+func allNamespacedPolicies(c client.Reader) handler.MapFunc {
+	return func(ctx context.Context, _ client.Object) []reconcile.Request {
 		list := &v1alpha1.MeshRolePolicyList{}
-		if err := c.List(ctx, list, client.InNamespace(ns.GetName())); err != nil {
+		if err := c.List(ctx, list); err != nil {
 			return nil
 		}
 		out := make([]reconcile.Request, len(list.Items))
 		for i := range list.Items {
 			out[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}
+		}
+		return out
+	}
+}
+
+// policiesReachingPod maps a pod in an enabled namespace to the policies of
+// one kind that reach its namespace: any of them may decide it now, whatever
+// its annotations say (a pod created before any policy has none).
+func policiesReachingPod(c client.Reader, cluster bool) handler.MapFunc {
+	return func(ctx context.Context, pod client.Object) []reconcile.Request {
+		ns := &metav1.PartialObjectMetadata{}
+		ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+		if err := c.Get(ctx, client.ObjectKey{Name: pod.GetNamespace()}, ns); err != nil ||
+			ns.Labels[policy.EnabledNamespaceLabel] != "true" {
+			return nil
+		}
+		if !cluster {
+			return namespacedPoliciesNamed(ctx, c, ns.Name)
+		}
+		list := &v1alpha1.ClusterMeshRolePolicyList{}
+		if err := c.List(ctx, list); err != nil {
+			return nil
+		}
+		var out []reconcile.Request
+		for i := range list.Items {
+			p := &list.Items[i]
+			if policy.NewReach(policy.Ref{Name: p.Name}, &p.Spec.NamespaceSelector).Namespace(ns.Name, labels.Set(ns.Labels)) {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(p)})
+			}
 		}
 		return out
 	}
@@ -182,12 +271,16 @@ func indexConflictParties(o client.Object) []string {
 // pod, and the counts trail the pods by about this much.
 const statusDelay = time.Second
 
-// podEvents enqueues the policies a pod names, after statusDelay; the queue
-// keeps one entry per policy, so a burst of pod events becomes one reconcile.
-func podEvents(policies handler.MapFunc) handler.EventHandler {
+// podEvents enqueues the policies a pod concerns, after statusDelay; the
+// queue keeps one entry per policy, so a burst of pod events becomes one
+// reconcile. An update that changes nothing the cache keeps (the pod's
+// status, say) changes no policy's status and enqueues nothing.
+func podEvents(policies ...handler.MapFunc) handler.EventHandler {
 	enqueue := func(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-		for _, req := range policies(ctx, o) {
-			q.AddAfter(req, statusDelay)
+		for _, mapFunc := range policies {
+			for _, req := range mapFunc(ctx, o) {
+				q.AddAfter(req, statusDelay)
+			}
 		}
 	}
 	return handler.Funcs{
@@ -195,6 +288,9 @@ func podEvents(policies handler.MapFunc) handler.EventHandler {
 			enqueue(ctx, e.Object, q)
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if sameMetadata(e.ObjectOld, e.ObjectNew) {
+				return
+			}
 			enqueue(ctx, e.ObjectOld, q)
 			enqueue(ctx, e.ObjectNew, q)
 		},
@@ -202,6 +298,13 @@ func podEvents(policies handler.MapFunc) handler.EventHandler {
 			enqueue(ctx, e.Object, q)
 		},
 	}
+}
+
+// sameMetadata reports whether two versions of a pod agree on everything
+// status reads.
+func sameMetadata(a, b client.Object) bool {
+	return maps.Equal(a.GetLabels(), b.GetLabels()) && maps.Equal(a.GetAnnotations(), b.GetAnnotations()) &&
+		(a.GetDeletionTimestamp() == nil) == (b.GetDeletionTimestamp() == nil)
 }
 
 // policiesOfPod maps a pod to the policies of one kind its annotations name.
@@ -230,11 +333,20 @@ func policiesOfPod(cluster bool) handler.MapFunc {
 func (r *Reconciler[T]) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	p := r.newPolicy()
 	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
-		return reconcile.Result{}, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return reconcile.Result{}, r.forget(ctx, policy.Ref{Namespace: req.Namespace, Name: req.Name})
+		}
+		return reconcile.Result{}, err
 	}
 	ref := policy.Ref{Namespace: p.GetNamespace(), Name: p.GetName()}
 	spec := p.PolicySpec()
-	reaches := r.reaches(policy.NewReach(ref, r.namespaceSelector(p)))
+	reach := policy.NewReach(ref, r.namespaceSelector(p))
+	reaches := r.reaches(reach)
+
+	drifts, err := r.drift(ctx, ref, reach)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
 
 	next := p.PolicyStatus().DeepCopy()
 	next.ObservedGeneration = p.GetGeneration()
@@ -255,7 +367,7 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, req reconcile.Request) (r
 				matched++
 			}
 		}
-		next.Workloads = append(next.Workloads, v1alpha1.WorkloadStatus{Name: w.Name, MatchedPods: matched})
+		next.Workloads = append(next.Workloads, v1alpha1.WorkloadStatus{Name: w.Name, MatchedPods: matched, DriftedPods: drifts.byEntry[w.Name]})
 	}
 
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonAccepted,
@@ -286,6 +398,12 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, req reconcile.Request) (r
 	wasConflicting := meta.IsStatusConditionTrue(p.PolicyStatus().Conditions, ConditionConflict)
 	meta.SetStatusCondition(&next.Conditions, conflict)
 
+	// The condition in status is the episode's memory: it survives restarts
+	// and changes of leader, so each episode raises one event.
+	drifted := driftedCondition(ref, spec, drifts, p.GetGeneration())
+	wasDrifted := meta.IsStatusConditionTrue(p.PolicyStatus().Conditions, ConditionDrifted)
+	meta.SetStatusCondition(&next.Conditions, drifted)
+
 	if apiequality.Semantic.DeepEqual(next, p.PolicyStatus()) {
 		return reconcile.Result{}, nil
 	}
@@ -296,7 +414,64 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, req reconcile.Request) (r
 	if len(others) > 0 && !wasConflicting {
 		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, ReasonConflicting, "Admit", conflict.Message)
 	}
+	if drifts.total > 0 && !wasDrifted {
+		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, ReasonPodsDrifted, "DetectDrift", "%s", drifted.Message)
+	}
 	return reconcile.Result{}, nil
+}
+
+// drift finds the drifted pods ref decides in the namespaces reach covers,
+// and reports them in meshrole_drifted_pods, with the pods of those
+// namespaces that no policy decides. A namespace ref no longer reaches has
+// its NoPolicy series counted again.
+func (r *Reconciler[T]) drift(ctx context.Context, ref policy.Ref, reach policy.Reach) (driftReport, error) {
+	namespaces, err := reachedNamespaces(ctx, r.Client, ref, reach)
+	if err != nil {
+		return driftReport{}, err
+	}
+	store, err := policyStore(ctx, r.Client, namespaces, r.nativeMode)
+	if err != nil {
+		return driftReport{}, err
+	}
+	report, err := findDrift(ctx, r.Client, store, ref, namespaces)
+	if err != nil {
+		return driftReport{}, err
+	}
+	var left []string
+	for _, ns := range r.drifted.namespacesOf(ref.String()) {
+		if _, ok := report.byNamespace[ns]; !ok {
+			left = append(left, ns)
+		}
+	}
+	orphaned, err := orphansIn(ctx, r.Client, left, r.nativeMode)
+	if err != nil {
+		return driftReport{}, err
+	}
+	maps.Copy(orphaned, report.orphaned)
+	r.drifted.report(ref.String(), report.byNamespace, orphaned)
+	return report, nil
+}
+
+// forget removes a deleted policy's series from meshrole_drifted_pods and
+// counts again the pods no policy decides where it reached, or where pods
+// record it. The policies that decide its pods now are reconciled by their
+// own watch on policy deletions.
+func (r *Reconciler[T]) forget(ctx context.Context, ref policy.Ref) error {
+	namespaces, err := namespacesRecording(ctx, r.Client, ref)
+	if err != nil {
+		return err
+	}
+	for _, ns := range r.drifted.namespacesOf(ref.String()) {
+		if !slices.Contains(namespaces, ns) {
+			namespaces = append(namespaces, ns)
+		}
+	}
+	orphaned, err := orphansIn(ctx, r.Client, namespaces, r.nativeMode)
+	if err != nil {
+		return err
+	}
+	r.drifted.report(ref.String(), nil, orphaned)
+	return nil
 }
 
 // conflictingPolicies lists the other policies that tie with ref, writing

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +24,7 @@ import (
 type fixture struct {
 	client       client.Client
 	events       *events.FakeRecorder
+	drifted      *driftGauge
 	statusWrites int
 }
 
@@ -34,12 +36,17 @@ func newFixture(t *testing.T, objs ...client.Object) *fixture {
 			t.Fatal(err)
 		}
 	}
-	f := &fixture{events: events.NewFakeRecorder(10)}
+	drifted, err := newDriftGauge(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{events: events.NewFakeRecorder(10), drifted: drifted}
 	f.client = fake.NewClientBuilder().WithScheme(scheme).
 		WithObjects(objs...).
 		WithStatusSubresource(&v1alpha1.MeshRolePolicy{}, &v1alpha1.ClusterMeshRolePolicy{}).
 		WithIndex(podMetadata(), entryIndex, indexEntry).
 		WithIndex(podMetadata(), conflictIndex, indexConflictParties).
+		WithIndex(podMetadata(), verdictIndex, indexVerdict).
 		WithInterceptorFuncs(interceptor.Funcs{
 			SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
 				f.statusWrites++
@@ -82,6 +89,7 @@ func namespacedReconciler(f *fixture) *Reconciler[*v1alpha1.MeshRolePolicy] {
 		Client: f.client, Recorder: f.events,
 		newPolicy:         func() *v1alpha1.MeshRolePolicy { return &v1alpha1.MeshRolePolicy{} },
 		namespaceSelector: func(*v1alpha1.MeshRolePolicy) *metav1.LabelSelector { return nil },
+		drifted:           f.drifted,
 	}
 }
 
@@ -92,6 +100,7 @@ func clusterReconciler(f *fixture) *Reconciler[*v1alpha1.ClusterMeshRolePolicy] 
 		namespaceSelector: func(p *v1alpha1.ClusterMeshRolePolicy) *metav1.LabelSelector {
 			return &p.Spec.NamespaceSelector
 		},
+		drifted: f.drifted,
 	}
 }
 
