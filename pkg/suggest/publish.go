@@ -1,12 +1,14 @@
 package suggest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"maps"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -214,11 +216,31 @@ func ReadInventory(ctx context.Context, c client.Reader) (*Inventory, error) {
 			return nil, fmt.Errorf("listing %s: %w", l.what, err)
 		}
 	}
+	// A cache lists in no particular order, and the order of the objects
+	// shows in the evidence: sorted, an unchanged cluster gives the same notes.
+	sortByName(statefulSets.Items)
+	sortByName(deployments.Items)
+	sortByName(daemonSets.Items)
+	sortByName(services.Items)
+	sortByName(configMaps.Items)
+	sortByName(namespaces.Items)
+	sortByName(mrps.Items)
+	sortByName(cmrps.Items)
 	return &Inventory{
 		StatefulSets: statefulSets.Items, Deployments: deployments.Items, DaemonSets: daemonSets.Items,
 		Services: services.Items, ConfigMaps: configMaps.Items, Namespaces: namespaces.Items,
 		MeshRolePolicies: mrps.Items, ClusterMeshRolePolicies: cmrps.Items,
 	}, nil
+}
+
+func sortByName[T any, PT interface {
+	*T
+	metav1.Object
+}](items []T) {
+	sort.Slice(items, func(i, j int) bool {
+		a, b := PT(&items[i]), PT(&items[j])
+		return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName())) < 0
+	})
 }
 
 // objects maps each workload to its object, for the Events' regarding.

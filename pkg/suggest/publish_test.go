@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -301,6 +302,42 @@ func TestPublisherRetriesWhatFailed(t *testing.T) {
 	if failing.creates != 32+1 {
 		t.Errorf("%d creates, want 33: only the refused one again", failing.creates)
 	}
+}
+
+// TestPublisherIgnoresListOrder: a cache lists in any order; the same
+// cluster listed in another order is not a change.
+func TestPublisherIgnoresListOrder(t *testing.T) {
+	c := clusterOf(t, allFixtures(t))
+	reversing := &reversingReader{Reader: c}
+	p, err := NewPublisher(reversing, c, PublisherOptions{Instance: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pass(t, p)
+	first := len(events(t, c))
+	reversing.reverse = true
+	pass(t, p)
+	if n := len(events(t, c)); first != 33 || n != first {
+		t.Errorf("%d events, then %d with the lists reversed; want 33 both times", first, n)
+	}
+}
+
+// reversingReader lists in reverse order once reverse is set.
+type reversingReader struct {
+	client.Reader
+	reverse bool
+}
+
+func (r *reversingReader) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if err := r.Reader.List(ctx, list, opts...); err != nil || !r.reverse {
+		return err
+	}
+	items, err := meta.ExtractList(list)
+	if err != nil {
+		return err
+	}
+	slices.Reverse(items)
+	return meta.SetList(list, items)
 }
 
 type refusingWriter struct {
