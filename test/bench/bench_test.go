@@ -17,8 +17,18 @@ pkg: github.com/meshrole/meshrole/pkg/mutate
 cpu: AMD EPYC
 BenchmarkAdmission/floor-2     	   17798	     60000 ns/op	  73.18 MB/s	   27425 B/op	      71 allocs/op
 BenchmarkAdmission/meshrole-2  	   12336	     90000 ns/op	  46.53 MB/s	   37803 B/op	     300 allocs/op
-BenchmarkDecidePolicyCount/policies=10/namespaces=1-2         	 3160587	       373.9 ns/op	     128 B/op	       2 allocs/op
-BenchmarkDecidePolicyCount/policies=10000/namespaces=1000-2   	 3302346	       358.3 ns/op	     128 B/op	       2 allocs/op
+BenchmarkDecideNamespacePolicies/namespace=1-2         	 1000000	       300.0 ns/op	      80 B/op	       1 allocs/op
+BenchmarkDecideNamespacePolicies/namespace=10-2        	  388668	       700.4 ns/op	      80 B/op	       1 allocs/op
+BenchmarkDecideNamespacePolicies/namespace=100-2       	   40629	      7502 ns/op	      80 B/op	       1 allocs/op
+BenchmarkDecideNamespacePolicies/namespace=1000-2      	    2203	     60000 ns/op	      80 B/op	       1 allocs/op
+BenchmarkDecideClusterPolicies/cluster=10/selecting=0-2         	  134884	      1000 ns/op	      80 B/op	       1 allocs/op
+BenchmarkDecideClusterPolicies/cluster=100/selecting=0-2        	   57513	      1100 ns/op	      80 B/op	       1 allocs/op
+BenchmarkDecideClusterPolicies/cluster=1000/selecting=0-2       	   10000	      1100 ns/op	      80 B/op	       1 allocs/op
+BenchmarkDecideClusterPolicies/cluster=5000/selecting=0-2       	    1474	      1300 ns/op	      80 B/op	       1 allocs/op
+BenchmarkDecideClusterPolicies/cluster=10/selecting=5-2         	   50794	      4000 ns/op	    1664 B/op	      12 allocs/op
+BenchmarkDecideClusterPolicies/cluster=100/selecting=50-2       	   16496	     12188 ns/op	    1664 B/op	      12 allocs/op
+BenchmarkDecideClusterPolicies/cluster=1000/selecting=500-2     	    3709	     66776 ns/op	    1664 B/op	      12 allocs/op
+BenchmarkDecideClusterPolicies/cluster=5000/selecting=2500-2    	     548	    400000 ns/op	    1664 B/op	      12 allocs/op
 BenchmarkAdmission/floor-2     	   17798	     40000 ns/op	  73.18 MB/s	   27425 B/op	      71 allocs/op
 BenchmarkAdmission/floor-2     	   17798	     50000 ns/op	  73.18 MB/s	   27425 B/op	      71 allocs/op
 PASS
@@ -34,14 +44,19 @@ func TestParseBenchOutput(t *testing.T) {
 	if m.Floor.Runs != 3 || m.Floor.NsPerOp != 50000 || m.Floor.MBPerS != 73.18 || m.Floor.BPerOp != 27425 || m.Floor.Allocs != 71 {
 		t.Errorf("floor: %+v", m.Floor)
 	}
-	if m.Meshrole.NsPerOp != 90000 || m.Policies10.NsPerOp != 373.9 || m.Policies10k.NsPerOp != 358.3 {
-		t.Errorf("meshrole %+v, 10 %+v, 10k %+v", m.Meshrole, m.Policies10, m.Policies10k)
+	if m.Meshrole.NsPerOp != 90000 {
+		t.Errorf("meshrole %+v", m.Meshrole)
 	}
-	if _, err := find(stats, "BenchmarkAdmission/"); err == nil {
-		t.Error("an ambiguous name was accepted")
+	// namespace=1 must not be taken for namespace=10, 100 or 1000.
+	if got := []float64{m.NamespacePolicies[0].NsPerOp, m.NamespacePolicies[3].NsPerOp}; got[0] != 300 || got[1] != 60000 || lastOverFirst(m.NamespacePolicies) != 200 {
+		t.Errorf("namespace policies: %v", got)
 	}
-	if _, err := find(stats, "nothing"); err == nil {
-		t.Error("a missing benchmark was accepted")
+	if m.ClusterNone[clusterNoneTarget].NsPerOp != 1100 || m.ClusterNone[0].NsPerOp != 1000 || lastOverFirst(m.ClusterHalf) != 100 {
+		t.Errorf("cluster policies: none %+v, half %+v", m.ClusterNone, m.ClusterHalf)
+	}
+	if _, err := pickMicro(parseBenchOutput([]byte(strings.ReplaceAll(sampleOutput, "namespace=100-", "namespace=101-"))), nil); err == nil ||
+		!strings.Contains(err.Error(), "namespace=100 ") {
+		t.Errorf("a missing benchmark: %v", err)
 	}
 }
 
@@ -132,5 +147,25 @@ rest_client_requests_total{code="200",host="127.0.0.1:41973",method="PUT"} 4563
 	}
 	if _, _, err := statusQueueDepth(`workqueue_depth{name="meshrolepolicy-status"} x` + "\n"); err == nil {
 		t.Error("a malformed value was accepted")
+	}
+}
+
+func TestParseLastGC(t *testing.T) {
+	log := `2026-11-29T11:00:00Z	INFO	setup	starting
+gc 1 @0.012s 3%: 0.010+1.2+0.003 ms clock, 0.021+0.4/1.1/0+0.007 ms cpu, 3->4->1 MB, 4 MB goal, 0 MB stacks, 0 MB globals, 2 P
+gc 2 @0.050s 4%: 0.011+2.0+0.004 ms clock, 0.022+0.5/1.5/0+0.008 ms cpu, 7->8->5 MB, 9 MB goal, 0 MB stacks, 0 MB globals, 2 P
+2026-11-29T11:00:01Z	INFO	controller	reconciled
+gc 17 @31.234s 1%: 0.05+12+0.02 ms clock, 0.1+1.0/10/0+0.04 ms cpu, 60->61->29 MB, 62 MB goal, 0 MB stacks, 0 MB globals, 2 P (forced)
+`
+	g := parseLastGC(log)
+	if !g.Observed || g.Number != 17 || g.LiveMiB != 29 || g.GoalMiB != 62 || !g.Forced || g.live() != 29<<20 {
+		t.Errorf("last GC %+v, want collection 17, 29 MiB live, goal 62, forced", g)
+	}
+	g = parseLastGC(strings.Join(strings.Split(log, "\n")[:3], "\n"))
+	if g.Number != 2 || g.LiveMiB != 5 || g.Forced {
+		t.Errorf("last GC %+v, want collection 2, 5 MiB live, not forced", g)
+	}
+	if g := parseLastGC("no trace here\n"); g.Observed {
+		t.Errorf("found a collection in %+v", g)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -86,42 +87,34 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// find returns the one benchmark whose name contains every part.
-func find(stats map[string]*benchStat, parts ...string) (*benchStat, error) {
-	var found *benchStat
-	for name, st := range stats {
-		ok := true
-		for _, p := range parts {
-			if !strings.Contains(name, p) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			if found != nil {
-				return nil, fmt.Errorf("more than one benchmark matches %q: %s, %s", parts, found.Name, name)
-			}
-			found = st
-		}
-	}
-	if found == nil {
-		return nil, fmt.Errorf("no benchmark matching %q in the output of go test", parts)
-	}
-	return found, nil
-}
-
 // microResult is what the micro-benchmarks gave: medians over Count runs,
 // and the medians of the per-run ratios (each run measures both sides of a
 // ratio back to back, so drift in the machine's load cancels out).
 type microResult struct {
-	Floor, Meshrole           *benchStat
-	Policies10, Policies10k   *benchStat
-	Count                     int
-	HandlerRatio, PolicyRatio []float64
+	Floor, Meshrole *benchStat
+	// NamespacePolicies[i]: the pod's namespace holds namespacePolicyCounts[i]
+	// policies (of 10,000).
+	NamespacePolicies []*benchStat
+	// ClusterNone[i] and ClusterHalf[i]: clusterPolicyCounts[i] cluster
+	// policies, none or half of them selecting the pod's namespace.
+	ClusterNone, ClusterHalf []*benchStat
+	Count                    int
+	HandlerRatio             []float64
+	// Per run: the largest case over the smallest.
+	NamespaceRatio, ClusterNoneRatio, ClusterHalfRatio []float64
 }
 
+// The cases of BenchmarkDecideNamespacePolicies and BenchmarkDecideClusterPolicies.
+var (
+	namespacePolicyCounts = []int{1, 10, 100, 1000}
+	clusterPolicyCounts   = []int{10, 100, 1000, 5000}
+	// clusterNoneTarget is the case the target compares with the first:
+	// 1,000 cluster policies (docs/design.md, "Performance targets").
+	clusterNoneTarget = 2
+)
+
 // microBenchmarks are the benchmarks of pkg/mutate the table reports.
-const microBenchmarks = "^(BenchmarkAdmission|BenchmarkDecidePolicyCount)$"
+const microBenchmarks = "^(BenchmarkAdmission|BenchmarkDecideNamespacePolicies|BenchmarkDecideClusterPolicies)$"
 
 // buildMutateTest compiles pkg/mutate's test binary into dir.
 func buildMutateTest(ctx context.Context, root, dir string) (string, error) {
@@ -156,32 +149,46 @@ func runMicro(ctx context.Context, root, bin string, count int) (*microResult, e
 			return nil, err
 		}
 		r.HandlerRatio = append(r.HandlerRatio, one.Meshrole.NsPerOp/one.Floor.NsPerOp)
-		r.PolicyRatio = append(r.PolicyRatio, one.Policies10k.NsPerOp/one.Policies10.NsPerOp)
+		r.NamespaceRatio = append(r.NamespaceRatio, lastOverFirst(one.NamespacePolicies))
+		r.ClusterNoneRatio = append(r.ClusterNoneRatio, one.ClusterNone[clusterNoneTarget].NsPerOp/one.ClusterNone[0].NsPerOp)
+		r.ClusterHalfRatio = append(r.ClusterHalfRatio, lastOverFirst(one.ClusterHalf))
 		all = append(all, out...)
 	}
 	m, err := pickMicro(parseBenchOutput(all), all)
 	if err != nil {
 		return nil, err
 	}
-	m.Count, m.HandlerRatio, m.PolicyRatio = count, r.HandlerRatio, r.PolicyRatio
+	m.Count, m.HandlerRatio = count, r.HandlerRatio
+	m.NamespaceRatio, m.ClusterNoneRatio, m.ClusterHalfRatio = r.NamespaceRatio, r.ClusterNoneRatio, r.ClusterHalfRatio
 	return m, nil
+}
+
+func lastOverFirst(s []*benchStat) float64 {
+	return s[len(s)-1].NsPerOp / s[0].NsPerOp
 }
 
 func pickMicro(stats map[string]*benchStat, out []byte) (*microResult, error) {
 	r := &microResult{}
-	var err error
-	for _, f := range []struct {
-		dst   **benchStat
-		parts []string
-	}{
-		{&r.Floor, []string{"BenchmarkAdmission/floor"}},
-		{&r.Meshrole, []string{"BenchmarkAdmission/meshrole"}},
-		{&r.Policies10, []string{"BenchmarkDecidePolicyCount/", "policies=10/"}},
-		{&r.Policies10k, []string{"BenchmarkDecidePolicyCount/", "policies=10000/"}},
-	} {
-		if *f.dst, err = find(stats, f.parts...); err != nil {
-			return nil, fmt.Errorf("%w\n%s", err, out)
+	var missing []error
+	// Exact names: namespace=1 is a prefix of namespace=10.
+	pick := func(name string) *benchStat {
+		st := stats[name]
+		if st == nil {
+			missing = append(missing, fmt.Errorf("no %s in the output of go test", name))
 		}
+		return st
+	}
+	r.Floor = pick("BenchmarkAdmission/floor")
+	r.Meshrole = pick("BenchmarkAdmission/meshrole")
+	for _, n := range namespacePolicyCounts {
+		r.NamespacePolicies = append(r.NamespacePolicies, pick(fmt.Sprintf("BenchmarkDecideNamespacePolicies/namespace=%d", n)))
+	}
+	for _, n := range clusterPolicyCounts {
+		r.ClusterNone = append(r.ClusterNone, pick(fmt.Sprintf("BenchmarkDecideClusterPolicies/cluster=%d/selecting=0", n)))
+		r.ClusterHalf = append(r.ClusterHalf, pick(fmt.Sprintf("BenchmarkDecideClusterPolicies/cluster=%d/selecting=%d", n, n/2)))
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w\n%s", errors.Join(missing...), out)
 	}
 	return r, nil
 }

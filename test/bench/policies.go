@@ -71,10 +71,15 @@ type memoryResult struct {
 	HeapSettled          goHeap
 	RSSColdStart         int64 // a webhook started with every policy present, settle after it caught up
 	HeapColdStart        goHeap
-	Settle               time.Duration
-	CreateTime           time.Duration // creating namespaces and policies
-	CacheLag             time.Duration // from the last create until enforced
-	StatusLag            time.Duration // from enforced until every policy's status is written
+	// The live heap the webhook's last collection found (GODEBUG=gctrace=1),
+	// right after the readings above; a forced collection with -webhook-pprof.
+	GCBefore, GCSettled, GCColdStart lastGC
+	// HeapProfiles are the heap profiles saved with -webhook-pprof.
+	HeapProfiles []string
+	Settle       time.Duration
+	CreateTime   time.Duration // creating namespaces and policies
+	CacheLag     time.Duration // from the last create until enforced
+	StatusLag    time.Duration // from enforced until every policy's status is written
 }
 
 // measureMemory restarts the webhook (so that the load phases' garbage does
@@ -86,14 +91,33 @@ type memoryResult struct {
 // restarts it once more to see what a webhook that starts with all those
 // policies holds.
 func measureMemory(ctx context.Context, h *harness.Harness, namespaces, policies, creators int, settle time.Duration,
-	progress func(string, ...any)) (*memoryResult, error) {
+	prof *webhookProfiler, progress func(string, ...any)) (*memoryResult, error) {
 	res := &memoryResult{Namespaces: namespaces, Policies: policies, Settle: settle}
+	defer withGCTrace()()
+	var logStart int64 // where the running webhook's lines begin in its log
+	// liveHeap reads the live heap once the resident set has been read:
+	// forcing a collection first would change what VmRSS shows.
+	liveHeap := func(name string) (lastGC, error) {
+		file, err := prof.heap(ctx, h.Webhook.MetricsURL(), name)
+		if err != nil {
+			return lastGC{}, err
+		}
+		if file != "" {
+			res.HeapProfiles = append(res.HeapProfiles, file)
+			// The runtime writes the collection's trace line right after it.
+			if err := sleep(ctx, 200*time.Millisecond); err != nil {
+				return lastGC{}, err
+			}
+		}
+		return readLastGC(h.Webhook.LogPath(), logStart)
+	}
 	pods := &metav1.PartialObjectMetadataList{}
 	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
 	if err := h.Client.List(ctx, pods); err != nil {
 		return nil, err
 	}
 	res.Pods = len(pods.Items)
+	logStart = logSize(h.Webhook.LogPath())
 	pid, err := restartWebhook(ctx, h)
 	if err != nil {
 		return nil, err
@@ -102,6 +126,9 @@ func measureMemory(ctx context.Context, h *harness.Harness, namespaces, policies
 		return nil, err
 	}
 	if res.RSSBefore, err = loadgen.ProcessRSS(pid); err != nil {
+		return nil, err
+	}
+	if res.GCBefore, err = liveHeap("heap-before.pb.gz"); err != nil {
 		return nil, err
 	}
 	cfg := rest.CopyConfig(h.Config)
@@ -185,8 +212,12 @@ func measureMemory(ctx context.Context, h *harness.Harness, namespaces, policies
 	if res.HeapSettled, err = readGoHeap(ctx, h.Webhook.MetricsURL()); err != nil {
 		return nil, err
 	}
+	if res.GCSettled, err = liveHeap("heap-settled.pb.gz"); err != nil {
+		return nil, err
+	}
 
 	progress("restarting the webhook with %d policies present", policies+1)
+	logStart = logSize(h.Webhook.LogPath())
 	if pid, err = restartWebhook(ctx, h); err != nil {
 		return nil, err
 	}
@@ -203,6 +234,9 @@ func measureMemory(ctx context.Context, h *harness.Harness, namespaces, policies
 		return nil, err
 	}
 	if res.HeapColdStart, err = readGoHeap(ctx, h.Webhook.MetricsURL()); err != nil {
+		return nil, err
+	}
+	if res.GCColdStart, err = liveHeap("heap-restarted.pb.gz"); err != nil {
 		return nil, err
 	}
 	return res, nil
