@@ -55,6 +55,14 @@ KUBE_MATRIX ?= v1.32 v1.34 v1.36
 testenv-matrix:
 	for v in $(KUBE_MATRIX); do test/controlplane/build.sh --kubernetes $$v $(BIN)/k8s-$${v#v}; done
 
+## testenv-oldest: the oldest supported Kubernetes release (OLDEST_K8S) into bin/k8s-<minor> (cached).
+OLDEST_K8S   ?= v1.32
+OLDEST_ISTIO ?= 1.26.0
+OLDEST_K8S_BIN := $(BIN)/k8s-$(patsubst v%,%,$(OLDEST_K8S))
+.PHONY: testenv-oldest
+testenv-oldest:
+	test/controlplane/build.sh --kubernetes $(OLDEST_K8S) $(OLDEST_K8S_BIN)
+
 ## certs: a CA and a serving certificate for localhost into bin/certs (cert-manager's pkg/util/pki).
 .PHONY: certs
 certs:
@@ -91,6 +99,11 @@ e2e: testenv build
 istio: testenv build
 	cd test/istio && go vet ./... && MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go test -count=1 -v -timeout 20m ./...
 
+## istio-oldest: the Istio suite on the oldest supported pairing, Kubernetes OLDEST_K8S with Istio OLDEST_ISTIO (both built and cached in bin/ on first use), so that a change that breaks old clusters fails make test.
+.PHONY: istio-oldest
+istio-oldest: testenv-oldest build
+	cd test/istio && MESHROLE_ISTIO_VERSION=$(OLDEST_ISTIO) MESHROLE_K8S_BIN=$(OLDEST_K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go test -count=1 -v -timeout 20m ./...
+
 ## install: the Helm chart installed on a real API server, both certificate modes and native mode, with cert-manager's real controllers and CA injector (test/install).
 .PHONY: install
 install: testenv build
@@ -114,7 +127,7 @@ demo: testenv build
 
 ## test: everything CI checks.
 .PHONY: test
-test: verify-generated fmt-check vet lint unit fuzz e2e istio install
+test: verify-generated fmt-check vet lint unit fuzz e2e istio install istio-oldest
 
 .PHONY: help
 help:
@@ -126,7 +139,9 @@ PLUGIN_VERSION ?= v$(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/
 dist:
 	go run ./cmd/kubectl-meshrole/internal/dist -version $(PLUGIN_VERSION) -out $(BIN)/dist -manifest plugins/meshrole.yaml
 
-## compat: the Istio suite against every Istio version in test/istio/injectors/versions.txt, each injector built from its own module (test/istio/injectors/gen.sh), on the control plane in MESHROLE_K8S_BIN (default bin/k8s); writes docs/compatibility.md.
+## compat: the whole compatibility matrix into docs/compatibility.md: the core e2e scenarios and the install suite on each Kubernetes release of KUBE_MATRIX and bin/k8s, the Istio suite on each Istio version of test/istio/injectors/versions.txt, and the oldest pairing (COMPAT_FLAGS=-only=kubernetes or -only=istio runs one part).
 .PHONY: compat
-compat: testenv build
-	cd test/istio && MESHROLE_K8S_BIN=$${MESHROLE_K8S_BIN:-$(K8S_BIN)} MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go run ./cmd/compat -out $(CURDIR)/docs/compatibility.md
+compat: testenv testenv-matrix build
+	cd test/istio && go run ./cmd/compat -out $(CURDIR)/docs/compatibility.md $(COMPAT_FLAGS) \
+		-kubernetes $(subst $(eval) ,,$(foreach v,$(KUBE_MATRIX),$(BIN)/k8s-$(patsubst v%,%,$(v)),))$(K8S_BIN) \
+		-oldest $(OLDEST_ISTIO)@$(patsubst v%,%,$(OLDEST_K8S))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -507,4 +508,47 @@ func envValue(c *corev1.Container, name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// servesMutatingAdmissionPolicy tells from the control plane's kube-apiserver
+// --version whether it serves MutatingAdmissionPolicy in
+// admissionregistration.k8s.io/v1 (GA in Kubernetes 1.36), before any
+// control plane is started; it returns the version.
+func servesMutatingAdmissionPolicy(t *testing.T) (string, bool) {
+	t.Helper()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := harness.K8sBinDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(t.Context(), filepath.Join(dir, "kube-apiserver"), "--version").Output()
+	if err != nil {
+		t.Fatalf("%s/kube-apiserver --version: %v", dir, err)
+	}
+	version := strings.TrimPrefix(strings.TrimSpace(string(out)), "Kubernetes ")
+	var major, minor int
+	if _, err := fmt.Sscanf(version, "v%d.%d.", &major, &minor); err != nil {
+		t.Fatalf("%s/kube-apiserver --version says %q", dir, out)
+	}
+	return version, major > 1 || major == 1 && minor >= 36
+}
+
+// nativeModeRefused starts the harness in native mode on an API server
+// without MutatingAdmissionPolicy: the server must exit before it is ready,
+// naming the Kubernetes version native mode needs and this one.
+func nativeModeRefused(t *testing.T, version string) {
+	h, err := harness.Start(t.Context(), harness.Options{Progress: func(step string) { t.Log(step) }, Mode: harness.ModeNative})
+	if err == nil {
+		_ = h.Stop()
+		t.Fatalf("native mode started on Kubernetes %s", version)
+	}
+	t.Logf("harness.Start: %v", err)
+	want := "native mode needs Kubernetes 1.36 or later (MutatingAdmissionPolicy admissionregistration.k8s.io/v1); this API server is " +
+		version + "; use mode: webhook"
+	if !strings.Contains(err.Error(), "exited before it was ready (exit status 1)") || !strings.Contains(err.Error(), want) {
+		t.Errorf("want the server to exit with status 1 saying %q", want)
+	}
 }

@@ -334,6 +334,12 @@ func TestMeshroleAfterIstio(t *testing.T) {
 // MutatingAdmissionPolicies, which the API server runs before every mutating
 // webhook, Istio's injector included, whatever the configurations are named.
 func TestNativeModeBeforeIstio(t *testing.T) {
+	if version, ok := servesMutatingAdmissionPolicy(t); !ok {
+		t.Run("before Kubernetes 1.36, the server refuses to start in native mode and names the version it needs", func(t *testing.T) {
+			nativeModeRefused(t, version)
+		})
+		return
+	}
 	e := startEnv(t, harness.WebhookConfigurationName, harness.ModeNative)
 
 	t.Run("no meshrole MutatingWebhookConfiguration; Istio's is the only one", func(t *testing.T) {
