@@ -1,8 +1,16 @@
-// Command compat runs the Istio suite (test/istio) once per Istio version in
-// test/istio/injectors/versions.txt and writes the outcome of every
-// scenario for every version as a Markdown table: docs/compatibility.md,
-// via `make compat`. The control plane is $MESHROLE_K8S_BIN's, as for the
-// suite.
+// Command compat runs meshrole's compatibility matrix and writes it as one
+// Markdown document, docs/compatibility.md, via `make compat`:
+//
+//   - Kubernetes: the core end-to-end scenarios (test/e2e, selected with
+//     -run; native mode's proof where the API server serves
+//     MutatingAdmissionPolicy) and the Helm install suite (test/install) on
+//     each control plane given with -kubernetes;
+//   - Istio: the Istio suite (test/istio) once per Istio version in
+//     test/istio/injectors/versions.txt on the newest control plane, and the
+//     oldest supported pairing (-oldest) that `make test` also runs.
+//
+// Each suite runs as `go test -json` in its own process; the document holds
+// every test's and subtest's outcome per version, the date and the pins.
 package main
 
 import (
@@ -10,6 +18,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,6 +27,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,86 +37,267 @@ import (
 
 func main() {
 	out := flag.String("out", "", "Markdown file to write (required)")
-	timeout := flag.Duration("timeout", 20*time.Minute, "go test -timeout for each version")
+	timeout := flag.Duration("timeout", 20*time.Minute, "go test -timeout of each suite run")
+	kube := flag.String("kubernetes", "", "the Kubernetes matrix: comma-separated control plane directories, oldest first, e.g. bin/k8s-1.32,bin/k8s (required)")
+	oldest := flag.String("oldest", "", "the oldest supported pairing, also run by make test: <Istio version>@<Kubernetes major.minor>, e.g. 1.26.0@1.32")
+	only := flag.String("only", "", "run only this part: kubernetes or istio (the document then holds only it)")
 	flag.Parse()
-	if err := run(*out, *timeout); err != nil {
+	if err := run(*out, *kube, *oldest, *only, *timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "compat:", err)
 		os.Exit(1)
 	}
 }
 
-// result is one version's run.
+// coreScenarios selects the end-to-end scenarios run on every Kubernetes
+// version: the admission scenarios of TestMeshrole (peer skipped and client
+// ports excluded with the policy's status, unlabelled namespaces, the cold
+// namespace cache, forged keys, BypassPorts, precedence and conflicts,
+// DryRun, policy edits, client options, already-injected pods, the API
+// server's validation of policies, selector status, namespace isolation)
+// and, where the API server serves MutatingAdmissionPolicy, native mode's
+// proof (TestNativeMatchesWebhook, every subtest). Left out: the examples,
+// the kubectl plugin, TLS, certificate rotation and the load scenarios, which
+// exercise meshrole's own server and plugin rather than the API server, and
+// the rollout, drift and suggest scenarios, which need nodes and pods that
+// run (kube-scheduler and kwok) and are proven on the newest pins by make
+// test.
+const coreScenarios = `^(TestMeshrole|TestNativeMatchesWebhook)$/^(` +
+	`eureka_seed|namespace_without_meshrole|a_labelled_namespace_and_at_once|meshrole\.io|BypassPorts|precedence|DryRun|` +
+	`policy_edit|client_options|pod_already_injected|invalid_policies|a_selector_the_schema|a_MeshRolePolicy_never_decides|` +
+	`seed-|no_churn|policy_native_mode|a_namespace's_first)`
+
+// kubeVersion is one control plane of the Kubernetes matrix.
+type kubeVersion struct {
+	name string // 1.32
+	dir  string // absolute
+	// version is what its kube-apiserver --version says (v1.32.12).
+	version string
+}
+
+// suite is one go test run: a suite on one version.
+type suite struct {
+	dir  string   // where go test runs
+	args []string // packages and flags after -json
+	env  []string
+}
+
+// result is one suite run's outcome.
 type result struct {
-	version injector.Version
-	// module is the istio.io/istio version the injector reported.
-	module string
-	// build is how long building the injector took ("" when it was cached).
-	build string
+	column string
+	// module is the istio.io/istio version the injector reported; build is
+	// how long building the injector took ("" when it was cached).
+	module, build string
 	// outcomes maps a test or subtest name to pass, fail or skip.
 	outcomes map[string]string
-	// failure is why the suite did not run (the injector did not build, ...).
+	// skips holds the reason each skipped test logged.
+	skips map[string]string
+	// failure is why the suite did not run (it did not build, TestMain
+	// failed, ...).
 	failure string
 	// errors holds, for each failed test, the lines it logged from the
 	// suite's files (its t.Error and t.Fatal messages among them).
 	errors   map[string][]string
+	order    []string
 	log      string
 	output   []string
 	duration time.Duration
 }
 
-func run(out string, timeout time.Duration) error {
+// table is one part of the document: suites × versions.
+type table struct {
+	title, intro string
+	results      []*result
+}
+
+func run(out, kube, oldest, only string, timeout time.Duration) error {
 	if out == "" {
-		return fmt.Errorf("-out is required")
+		return errors.New("-out is required")
+	}
+	if only != "" && only != "kubernetes" && only != "istio" {
+		return fmt.Errorf("-only=%q: want kubernetes or istio", only)
 	}
 	root, err := harness.RepoRoot()
 	if err != nil {
 		return err
 	}
-	versions, err := injector.Versions(root)
+	kubes, err := parseKubernetes(root, kube)
 	if err != nil {
 		return err
 	}
-	k8sBin, err := harness.K8sBinDir(root)
+	newest := kubes[len(kubes)-1]
+	webhookBin, err := harness.WebhookBinary(root)
 	if err != nil {
 		return err
 	}
-	k8sVersion, err := command(root, filepath.Join(k8sBin, "kube-apiserver"), "--version")
-	if err != nil {
-		return err
+	started := time.Now().UTC()
+	goTest := func(timeout time.Duration, extra ...string) []string {
+		return append([]string{"-count=1", "-timeout", timeout.String()}, extra...)
+	}
+	env := func(k kubeVersion, more ...string) []string {
+		return append([]string{harness.EnvK8sBin + "=" + k.dir, harness.EnvWebhookBin + "=" + webhookBin}, more...)
 	}
 
-	started := time.Now().UTC()
-	var results []*result
-	var order []string
-	seen := map[string]bool{}
-	for _, v := range versions {
-		fmt.Fprintf(os.Stderr, "compat: Istio %s (%s)\n", v.Name, v.Ref)
-		r, names := runSuite(root, v, timeout)
-		r.log = filepath.Join("bin", "compat", v.Name+".log")
-		if err := writeLog(filepath.Join(root, r.log), r.output); err != nil {
+	var tables []table
+	if only != "istio" {
+		e2e := table{title: "Kubernetes: core end-to-end scenarios (test/e2e)", intro: e2eIntro}
+		install := table{title: "Kubernetes: the Helm chart installed (test/install)", intro: installIntro}
+		for _, k := range kubes {
+			r := runSuite(root, "e2e "+k.name, k.name, suite{
+				dir: root, args: goTest(timeout, "-run", coreScenarios, "./test/e2e/"), env: env(k),
+			})
+			e2e.results = append(e2e.results, r)
+			r = runSuite(root, "install "+k.name, k.name, suite{
+				dir: filepath.Join(root, "test", "install"), args: goTest(timeout, "."), env: env(k),
+			})
+			install.results = append(install.results, r)
+		}
+		tables = append(tables, e2e, install)
+	}
+	var refused []string
+	if only != "kubernetes" {
+		versions, err := injector.Versions(root)
+		if err != nil {
 			return err
 		}
-		for _, n := range names {
-			if !seen[n] {
-				seen[n] = true
-				order = append(order, n)
+		istio := table{title: "Istio: the Istio suite (test/istio)", intro: istioIntro}
+		for _, v := range versions {
+			column := v.Name
+			if len(kubes) > 1 {
+				column += " on " + newest.name
 			}
+			istio.results = append(istio.results, runSuite(root, "istio "+v.Name, column, suite{
+				dir: filepath.Join(root, "test", "istio"), args: goTest(timeout, "."),
+				env: env(newest, injector.EnvVersion+"="+v.Name),
+			}))
 		}
-		fmt.Fprintf(os.Stderr, "compat: Istio %s: %s in %v\n", v.Name, summary(r), r.duration.Round(time.Second))
-		results = append(results, r)
+		if oldest != "" {
+			name, kname, ok := strings.Cut(oldest, "@")
+			i := slices.IndexFunc(kubes, func(k kubeVersion) bool { return k.name == kname })
+			if !ok || i < 0 || !slices.ContainsFunc(versions, func(v injector.Version) bool { return v.Name == name }) {
+				return fmt.Errorf("-oldest=%q: want <Istio version of versions.txt>@<major.minor of a -kubernetes control plane>", oldest)
+			}
+			istio.results = append(istio.results, runSuite(root, "istio "+name+" on "+kname, name+" on "+kname, suite{
+				dir: filepath.Join(root, "test", "istio"), args: goTest(timeout, "."),
+				env: env(kubes[i], injector.EnvVersion+"="+name),
+			}))
+		}
+		tables = append(tables, istio)
+		if refused, err = unavailable(root); err != nil {
+			return err
+		}
 	}
 
 	commit, _ := command(root, "git", "describe", "--always", "--dirty")
-	doc := render(results, order, started, k8sVersion, commit)
+	pins, err := controlPlanePins(kubes)
+	if err != nil {
+		return err
+	}
+	doc := render(tables, kubes, pins, refused, started, commit)
 	if err := os.WriteFile(out, []byte(doc), 0o644); err != nil {
 		return err
 	}
-	for _, r := range results {
-		if r.failed() {
-			return fmt.Errorf("wrote %s; some versions fail", out)
+	var failed []string
+	for _, t := range tables {
+		for _, r := range t.results {
+			if r.failed() {
+				failed = append(failed, t.title+", "+r.column)
+			}
 		}
 	}
+	fmt.Fprintf(os.Stderr, "compat: wrote %s in %v\n", out, time.Since(started).Round(time.Second))
+	if len(failed) > 0 {
+		return fmt.Errorf("some runs fail: %s", strings.Join(failed, "; "))
+	}
 	return nil
+}
+
+// parseKubernetes reads -kubernetes and names each control plane after
+// its kube-apiserver's major and minor version.
+func parseKubernetes(root, flagValue string) ([]kubeVersion, error) {
+	if flagValue == "" {
+		return nil, errors.New("-kubernetes is required")
+	}
+	var kubes []kubeVersion
+	for dir := range strings.SplitSeq(flagValue, ",") {
+		if dir = strings.TrimSpace(dir); dir == "" {
+			continue
+		}
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(root, dir)
+		}
+		out, err := command(root, filepath.Join(dir, "kube-apiserver"), "--version")
+		if err != nil {
+			return nil, fmt.Errorf("-kubernetes %s: %w (build it with make testenv-matrix)", dir, err)
+		}
+		m := apiserverVersion.FindStringSubmatch(out)
+		if m == nil {
+			return nil, fmt.Errorf("-kubernetes %s: kube-apiserver --version says %q", dir, out)
+		}
+		kubes = append(kubes, kubeVersion{name: m[2], dir: dir, version: m[1]})
+	}
+	if len(kubes) == 0 {
+		return nil, errors.New("-kubernetes names no control plane")
+	}
+	return kubes, nil
+}
+
+// apiserverVersion matches kube-apiserver --version: "Kubernetes v1.32.12".
+var apiserverVersion = regexp.MustCompile(`^Kubernetes (v(\d+\.\d+)\.\d+\S*)$`)
+
+// controlPlanePins is what each control plane was built from: the
+// k8s.io/kubernetes version and the etcd and kwok binaries' versions.
+func controlPlanePins(kubes []kubeVersion) ([]string, error) {
+	var pins []string
+	for _, k := range kubes {
+		etcd, err := command(k.dir, filepath.Join(k.dir, "etcd"), "--version")
+		if err != nil {
+			return nil, err
+		}
+		etcdVersion := ""
+		for line := range strings.SplitSeq(etcd, "\n") {
+			if v, ok := strings.CutPrefix(line, "etcd Version: "); ok {
+				etcdVersion = v
+			}
+		}
+		pins = append(pins, fmt.Sprintf("`%s`: `%s`, kube-apiserver, kube-controller-manager and kubectl `k8s.io/kubernetes %s`, etcd %s",
+			k.name, relative(k.dir), k.version, etcdVersion))
+	}
+	return pins, nil
+}
+
+func relative(dir string) string {
+	root, err := harness.RepoRoot()
+	if err != nil {
+		return dir
+	}
+	if rel, err := filepath.Rel(root, dir); err == nil && !strings.HasPrefix(rel, "..") {
+		return rel
+	}
+	return dir
+}
+
+// unavailable reads test/istio/injectors/unavailable.txt: the Istio releases
+// tried that cannot be built here, each with why.
+func unavailable(root string) ([]string, error) {
+	f, err := os.Open(filepath.Join(injector.InjectorsDir(root), "unavailable.txt"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	var out []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		line := strings.TrimSpace(s.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, why, _ := strings.Cut(line, " ")
+		out = append(out, fmt.Sprintf("`%s`: %s", name, strings.TrimSpace(why)))
+	}
+	return out, s.Err()
 }
 
 // testEvent is one line of go test -json.
@@ -120,48 +311,65 @@ var (
 	builtLine  = regexp.MustCompile(`built Istio \S+'s injector into \S+ in (\S+)`)
 	moduleLine = regexp.MustCompile(`Istio's injector: istio\.io/istio (\S+),`)
 	suiteLine  = regexp.MustCompile(`^\s+\w+_test\.go:\d+: `)
+	skipLine   = regexp.MustCompile(`^\s+\w+_test\.go:\d+: (.*)$`)
 )
 
-// runSuite runs go test -json on the suite with MESHROLE_ISTIO_VERSION set
-// and returns the outcomes and the test names in the order they started.
-func runSuite(root string, v injector.Version, timeout time.Duration) (*result, []string) {
-	r := &result{version: v, outcomes: map[string]string{}, errors: map[string][]string{}}
-	logged := map[string][]string{}
+// runSuite runs go test -json and collects every test's outcome in the order
+// the tests started; its output goes to bin/compat/<name>.log.
+func runSuite(root, name, column string, s suite) *result {
+	fmt.Fprintf(os.Stderr, "compat: %s ...\n", name)
+	r := &result{column: column, outcomes: map[string]string{}, skips: map[string]string{}, errors: map[string][]string{}}
+	r.log = filepath.Join("bin", "compat", strings.ReplaceAll(name, " ", "-")+".log")
 	start := time.Now()
-	defer func() { r.duration = time.Since(start) }()
+	defer func() {
+		r.duration = time.Since(start)
+		if err := writeLog(filepath.Join(root, r.log), r.output); err != nil && r.failure == "" {
+			r.failure = err.Error()
+		}
+		fmt.Fprintf(os.Stderr, "compat: %s: %s in %v (log %s)\n", name, summary(r), r.duration.Round(time.Second), r.log)
+	}()
 
-	cmd := exec.CommandContext(context.Background(), "go", "test", "-count=1", "-json", "-timeout", timeout.String(), ".")
-	cmd.Dir = filepath.Join(root, "test", "istio")
-	cmd.Env = append(os.Environ(), injector.EnvVersion+"="+v.Name)
+	cmd := exec.CommandContext(context.Background(), "go", append([]string{"test", "-json"}, s.args...)...)
+	cmd.Dir = s.dir
+	cmd.Env = append(os.Environ(), s.env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		r.failure = err.Error()
-		return r, nil
+		return r
 	}
 	if err := cmd.Start(); err != nil {
 		r.failure = err.Error()
-		return r, nil
+		return r
 	}
-	var names []string
+	logged := map[string][]string{}
 	var output strings.Builder
-	s := bufio.NewScanner(stdout)
-	s.Buffer(make([]byte, 1<<20), 1<<24)
-	for s.Scan() {
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
 		var ev testEvent
-		if json.Unmarshal(s.Bytes(), &ev) != nil {
+		if json.Unmarshal(sc.Bytes(), &ev) != nil {
+			r.output = append(r.output, sc.Text()+"\n")
 			continue
 		}
 		switch ev.Action {
 		case "run":
-			names = append(names, ev.Test)
+			r.order = append(r.order, ev.Test)
 		case "pass", "fail", "skip":
-			if ev.Test != "" {
-				r.outcomes[ev.Test] = ev.Action
+			if ev.Test == "" {
+				break
 			}
-			if ev.Action == "fail" && ev.Test != "" {
+			r.outcomes[ev.Test] = ev.Action
+			switch ev.Action {
+			case "fail":
 				r.errors[ev.Test] = logged[ev.Test]
+			case "skip":
+				if lines := logged[ev.Test]; len(lines) > 0 {
+					if m := skipLine.FindStringSubmatch(lines[len(lines)-1]); m != nil {
+						r.skips[ev.Test] = m[1]
+					}
+				}
 			}
 		case "output":
 			r.output = append(r.output, ev.Output)
@@ -181,11 +389,15 @@ func runSuite(root string, v injector.Version, timeout time.Duration) (*result, 
 	}
 	_, _ = io.Copy(io.Discard, stdout)
 	err = cmd.Wait()
-	if err != nil && len(r.outcomes) == 0 {
-		// TestMain failed: the injector did not build or start.
+	r.output = append(r.output, stderr.String())
+	switch {
+	case err != nil && len(r.outcomes) == 0:
+		// The suite did not build, or TestMain failed before any test.
 		r.failure = firstLines(output.String()+stderr.String(), 3)
+	case err == nil && len(r.outcomes) == 0:
+		r.failure = "no test ran"
 	}
-	return r, names
+	return r
 }
 
 // failed reports whether the suite did not run or a test failed.
@@ -212,78 +424,161 @@ func summary(r *result) string {
 	return fmt.Sprintf("%d pass, %d fail, %d skip", n["pass"], n["fail"], n["skip"])
 }
 
-func render(results []*result, order []string, started time.Time, k8sVersion, commit string) string {
+const (
+	header = `# Compatibility: meshrole × Kubernetes × Istio
+
+<!-- Generated by ` + "`make compat`" + ` (test/istio/cmd/compat); do not edit. -->
+
+Every cell is a test or subtest that ran against real binaries of that version: kube-apiserver,
+etcd and kube-controller-manager built from the module proxy into ` + "`bin/k8s-<minor>`" + `
+(` + "`test/controlplane/build.sh --kubernetes`" + `), and Istio's injector built from each release's own
+module (` + "`test/istio/injectors/<version>`" + `), registered with its own chart's webhook configuration.
+` + "`skip`" + ` is a test that does not apply to that version (the reason is listed under the table).
+
+**Supported**: Kubernetes 1.32 to 1.37 in webhook mode (the chart's ` + "`kubeVersion`" + `); native mode
+(` + "`mode: native`" + `) on Kubernetes 1.36 and later only, where MutatingAdmissionPolicy is
+` + "`admissionregistration.k8s.io/v1`" + `. On an older API server the server refuses to start in native mode,
+exits non-zero and says "native mode needs Kubernetes 1.36 or later (MutatingAdmissionPolicy
+admissionregistration.k8s.io/v1); this API server is v1.34.4; use mode: webhook"
+(` + "`TestNativeModeRefusedOnOlderAPIServer`" + `); it never runs with no policy enforced. Istio 1.26 and
+the current development line (master) with every Kubernetes version above; ` + "`make test`" + ` runs the
+newest pins and the oldest pairing (Kubernetes 1.32 with Istio 1.26.0) on every change.
+
+Behaviour that differs between versions, and how meshrole and the suites handle it:
+
+- MutatingAdmissionPolicy is alpha (` + "`v1alpha1`" + `, off by default) in 1.32, beta (` + "`v1beta1`" + `, off by
+  default) in 1.34 and GA (` + "`v1`" + `) from 1.36. Native mode uses ` + "`v1`" + ` only; before 1.36 it refuses to
+  start (above). The native-mode tests are skipped there and the refusal is tested instead (install
+  suite, Istio suite).
+`
+	e2eIntro = "`go test ./test/e2e -run '" + coreScenarios + "'`: the admission scenarios " +
+		"(the API server calling the webhook for pods made by the real StatefulSet and Deployment controllers) and, " +
+		"where the API server serves MutatingAdmissionPolicy, native mode's proof against webhook mode. " +
+		"Left out: the examples, the kubectl plugin, TLS, certificate rotation and load, which exercise meshrole's own " +
+		"server rather than the API server, and rollout, which needs running pods (kube-scheduler and kwok); " +
+		"those run on the newest pins in `make test`."
+	installIntro = "`go test ./test/install`: Helm lint and render, `helm install` with cert-manager's real controllers and CA injector " +
+		"and with Helm-generated certificates, RBAC, upgrades between certificate modes, native mode where served, " +
+		"and native mode's refusal to start where not."
+	istioIntro = "`go test ./test/istio` with `MESHROLE_ISTIO_VERSION`: Istio's real injector of each version configured from its own " +
+		"istiod chart (default profile) and registered with that chart's own webhook configuration; each Istio version on the newest " +
+		"control plane, and the oldest supported pairing."
+)
+
+func render(tables []table, kubes []kubeVersion, pins, refused []string, started time.Time, commit string) string {
 	var b strings.Builder
-	b.WriteString("# Compatibility: meshrole × Istio\n\n")
-	b.WriteString("<!-- Generated by `make compat` (test/istio/cmd/compat); do not edit. -->\n\n")
-	fmt.Fprintf(&b, "The Istio suite (`test/istio`, see [istio.md](istio.md)) run against Istio's real injector of each version, "+
-		"each built from its own module (`test/istio/injectors/<version>`), configured from that version's own istiod chart "+
-		"(default profile) and registered with that chart's own webhook configuration.\n\n")
-	fmt.Fprintf(&b, "- Run: %s, meshrole `%s`, %s, %s/%s\n", started.Format("2006-01-02 15:04 UTC"), commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(&b, "- Control plane: %s (kube-apiserver, etcd, kube-controller-manager)\n", k8sVersion)
-	b.WriteString("- Istio:\n")
-	for _, r := range results {
-		module := r.module
-		if module == "" {
-			module = r.version.Ref
+	b.WriteString(header)
+	b.WriteString("\n## This run\n\n")
+	fmt.Fprintf(&b, "- %s, meshrole `%s`, %s, %s/%s, %v in all\n", started.Format("2006-01-02 15:04 UTC"), commit,
+		runtime.Version(), runtime.GOOS, runtime.GOARCH, time.Since(started).Round(time.Second))
+	b.WriteString("- Control planes:\n")
+	for _, p := range pins {
+		fmt.Fprintf(&b, "  - %s\n", p)
+	}
+	for _, t := range tables {
+		fmt.Fprintf(&b, "\n## %s\n\n%s\n\n", t.title, t.intro)
+		renderTable(&b, t)
+	}
+	if len(refused) > 0 {
+		b.WriteString("\n## Istio releases not built here\n\n")
+		b.WriteString("Tried through the Go module proxy (`go list -m istio.io/istio@<tag>`) and left out of the matrix:\n\n")
+		for _, r := range refused {
+			fmt.Fprintf(&b, "- %s\n", r)
 		}
-		build := "cached"
-		if r.build != "" {
-			build = "built in " + r.build
+	}
+	return b.String()
+}
+
+func renderTable(b *strings.Builder, t table) {
+	for _, r := range t.results {
+		fmt.Fprintf(b, "- `%s`: %s in %v", r.column, summary(r), r.duration.Round(time.Second))
+		if r.module != "" {
+			build := "cached"
+			if r.build != "" {
+				build = "built in " + r.build
+			}
+			fmt.Fprintf(b, "; `istio.io/istio %s` (injector %s)", r.module, build)
 		}
-		fmt.Fprintf(&b, "  - `%s`: `istio.io/istio %s` (injector %s; suite %s in %v)\n", r.version.Name, module, build, summary(r), r.duration.Round(time.Second))
+		b.WriteString("\n")
+	}
+	var order []string
+	seen := map[string]bool{}
+	for _, r := range t.results {
+		for _, n := range r.order {
+			if !seen[n] {
+				seen[n] = true
+				order = append(order, n)
+			}
+		}
 	}
 	b.WriteString("\n| scenario |")
-	for _, r := range results {
-		fmt.Fprintf(&b, " %s |", r.version.Name)
+	for _, r := range t.results {
+		fmt.Fprintf(b, " %s |", r.column)
 	}
 	b.WriteString("\n|---|")
-	for range results {
+	for range t.results {
 		b.WriteString("---|")
 	}
 	b.WriteString("\n")
 	for _, name := range order {
-		top, sub, isSub := strings.Cut(name, "/")
-		label := "**" + top + "**"
-		if isSub {
-			label = strings.ReplaceAll(sub, "_", " ")
+		parts := strings.Split(name, "/")
+		label := "**" + parts[0] + "**"
+		if len(parts) > 1 {
+			label = strings.Repeat("↳ ", len(parts)-2) + strings.ReplaceAll(strings.Join(parts[1:], "/"), "_", " ")
 		}
-		fmt.Fprintf(&b, "| %s |", strings.ReplaceAll(label, "|", `\|`))
-		for _, r := range results {
+		fmt.Fprintf(b, "| %s |", strings.ReplaceAll(label, "|", `\|`))
+		for _, r := range t.results {
 			cell := r.outcomes[name]
 			switch {
 			case r.failure != "":
-				cell = "not built"
+				cell = "did not run"
 			case cell == "":
 				cell = "—"
 			}
-			fmt.Fprintf(&b, " %s |", cell)
+			fmt.Fprintf(b, " %s |", cell)
 		}
 		b.WriteString("\n")
 	}
-	for _, r := range results {
-		if r.failure != "" {
-			fmt.Fprintf(&b, "\n`%s` did not run: %s\n", r.version.Name, strings.ReplaceAll(r.failure, "\n", " "))
+	// Why tests were skipped, once per reason and test.
+	var notes []string
+	for _, name := range order {
+		var cols []string
+		reason := ""
+		for _, r := range t.results {
+			if r.outcomes[name] == "skip" && r.skips[name] != "" {
+				cols = append(cols, r.column)
+				reason = r.skips[name]
+			}
+		}
+		if len(cols) > 0 {
+			notes = append(notes, fmt.Sprintf("- %s skipped on %s: %s", name, strings.Join(cols, ", "), reason))
 		}
 	}
-	for _, r := range results {
-		for _, name := range order {
+	if len(notes) > 0 {
+		b.WriteString("\n" + strings.Join(notes, "\n") + "\n")
+	}
+	for _, r := range t.results {
+		if r.failure != "" {
+			fmt.Fprintf(b, "\n`%s` did not run (full output in `%s` of the run): %s\n", r.column, r.log, strings.ReplaceAll(r.failure, "\n", " "))
+		}
+	}
+	for _, r := range t.results {
+		for _, name := range r.order {
 			if r.outcomes[name] != "fail" {
 				continue
 			}
-			fmt.Fprintf(&b, "\n`%s`, %s failed (full output in `%s` of the run):\n\n```\n", r.version.Name, name, r.log)
+			fmt.Fprintf(b, "\n`%s`, %s failed (full output in `%s` of the run):\n\n```\n", r.column, name, r.log)
 			lines := r.errors[name]
 			// The test's last lines hold its failure.
 			if len(lines) > 12 {
 				lines = lines[len(lines)-12:]
 			}
 			for _, l := range lines {
-				fmt.Fprintln(&b, l)
+				fmt.Fprintln(b, l)
 			}
 			b.WriteString("```\n")
 		}
 	}
-	return b.String()
 }
 
 func writeLog(path string, lines []string) error {
