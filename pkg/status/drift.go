@@ -229,9 +229,12 @@ func findDrift(ctx context.Context, c client.Reader, store *policy.Store, ref po
 			}
 			d := store.Decide(policy.Input{Namespace: ns.name, NamespaceLabels: labels.Set(ns.labels), PodLabels: labels.Set(pod.Labels)})
 			switch {
-			case d.Winner == nil && pod.Annotations[policy.PolicyAnnotation] != "":
-				// policy.DriftVerdictGone
-				report.orphaned[ns.name]++
+			case d.Winner == nil:
+				// Only a pod with a verdict can have lost it; most pods no
+				// policy decides have none, and cost no DetectDrift.
+				if pod.Annotations[policy.PolicyAnnotation] != "" && slices.ContainsFunc(policy.DetectDrift(pod.Labels, pod.Annotations, d), verdictGone) {
+					report.orphaned[ns.name]++
+				}
 			case d.Winner != nil && d.Winner.Policy == ref:
 				drift := policy.DetectDrift(pod.Labels, pod.Annotations, d)
 				if len(drift) == 0 {
@@ -248,6 +251,8 @@ func findDrift(ctx context.Context, c client.Reader, store *policy.Store, ref po
 	}
 	return report, nil
 }
+
+func verdictGone(d policy.Drift) bool { return d.Reason == policy.DriftVerdictGone }
 
 // orphansIn counts the drifted pods no policy decides in the namespaces
 // named; a namespace gone or no longer enabled counts zero.
