@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -39,6 +40,9 @@ func TestRollout(t *testing.T) {
 	rh, cs := startRolloutCluster(t, ctx)
 	t.Run("eureka servers and clients created before the policy: converged one pod at a time, the budget never broken", func(t *testing.T) {
 		testRolloutSeed(t, ctx, rh, cs)
+	})
+	t.Run("Automatic mode converges the seed scene without the CLI", func(t *testing.T) {
+		testRolloutAutomatic(t, ctx, rh, cs)
 	})
 	t.Run("a replacement that never becomes Ready stops the rollout; run again, the budget refuses evictions until it is Ready, then the rollout finishes", func(t *testing.T) {
 		testRolloutStopsAtUnreadyReplacement(t, ctx, rh, cs)
@@ -393,6 +397,160 @@ func testRolloutSeed(t *testing.T, ctx context.Context, rh *harness.Harness, cs 
 		"whole rollout %v, the 3-replica StatefulSet's part %v; %d evictions refused by the budget and retried; %d progress lines",
 		len(targets), result.Restarted, maxUnavailable, transitions, maxClientsUnavailable, took.Round(100*time.Millisecond),
 		(serversEnd - serversStart).Round(100*time.Millisecond), refused, len(events))
+}
+
+// testRolloutAutomatic is the seed's scene again, but nobody runs a
+// rollout: the policy says rollout: Automatic, and the webhook's
+// leader-elected controller (the harness runs it without an election)
+// converges the pods itself, with the same Runner and the same promises.
+func testRolloutAutomatic(t *testing.T, ctx context.Context, rh *harness.Harness, cs kubernetes.Interface) {
+	const ns = "rollout-automatic"
+	servers := map[string]string{"app": "eureka-server"}
+	clients := map[string]string{"app": "eureka-client"}
+	createObjects(t, ctx, rh.Client,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
+		&corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "eureka-server"},
+			Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: servers,
+				Ports: []corev1.ServicePort{{Name: "http", Port: 8761}}},
+		},
+		rolloutStatefulSet(ns, "eureka-server", servers, appsv1.RollingUpdateStatefulSetStrategyType),
+		minAvailable(ns, "eureka-server", servers, 2),
+		rolloutDeployment(ns, "eureka-client", clients, 2),
+	)
+	before := waitReadyPods(t, ctx, cs, ns, 5)
+	for _, p := range before {
+		if _, ok := p.Annotations[policy.PolicyAnnotation]; ok {
+			t.Fatalf("pod %s has a verdict before any policy exists: %v", p.Name, p.Annotations)
+		}
+	}
+
+	watcher := watchAvailability(t, ctx, cs, ns, "app=eureka-server", 3)
+	clientWatcher := watchAvailability(t, ctx, cs, ns, "app=eureka-client", 2)
+	start := time.Now()
+	createObjects(t, ctx, rh.Client, &v1alpha1.MeshRolePolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "eureka"},
+		Spec: v1alpha1.PolicySpec{Rollout: v1alpha1.RolloutAutomatic, Workloads: []v1alpha1.Workload{
+			{Name: "eureka-peers", Selector: metav1.LabelSelector{MatchLabels: servers}, Role: v1alpha1.RolePeerStateful},
+			{Name: "eureka-clients", Selector: metav1.LabelSelector{MatchLabels: clients}, Role: v1alpha1.RoleClientStateless,
+				Client: &v1alpha1.ClientSettings{ExcludeOutboundPorts: []v1alpha1.Port{8761}}},
+		}},
+	})
+
+	// Converged: five Ready pods, every one a replacement carrying its verdict.
+	converged := func(pods []corev1.Pod) bool {
+		ok := 0
+		for i := range pods {
+			p := &pods[i]
+			replaced := !slices.ContainsFunc(before, func(b corev1.Pod) bool { return b.UID == p.UID })
+			if replaced && p.DeletionTimestamp == nil && isPodReady(p) && p.Annotations[policy.PolicyAnnotation] == ns+"/eureka" {
+				ok++
+			}
+		}
+		return ok == 5 && len(pods) == 5
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	var pods []corev1.Pod
+	for {
+		list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods = list.Items
+		if converged(pods) {
+			break
+		}
+		if time.Now().After(deadline) {
+			var state []string
+			for _, p := range pods {
+				state = append(state, fmt.Sprintf("%s (uid %s, ready %v, verdict %q)", p.Name, p.UID, isPodReady(&p), p.Annotations[policy.PolicyAnnotation]))
+			}
+			t.Fatalf("the Automatic policy did not converge the pods in 2m: %s", strings.Join(state, "; "))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	took := time.Since(start)
+	maxUnavailable, transitions := watcher.stop()
+	maxClientsUnavailable, _ := clientWatcher.stop()
+	if maxUnavailable != 1 {
+		t.Fatalf("up to %d eureka-server pods unavailable at once (%d watched transitions), want exactly 1: the budget and the rollout allow one", maxUnavailable, transitions)
+	}
+	if maxClientsUnavailable != 1 {
+		t.Fatalf("up to %d eureka-client pods unavailable at once, want exactly 1: one pod per owner at a time", maxClientsUnavailable)
+	}
+	for _, p := range pods {
+		want := "eureka-clients"
+		if p.Labels["app"] == "eureka-server" {
+			want = "eureka-peers"
+			if p.Labels[policy.IstioInjectKey] != "false" {
+				t.Errorf("%s: label %s=%q, want false", p.Name, policy.IstioInjectKey, p.Labels[policy.IstioInjectKey])
+			}
+		}
+		if p.Annotations[policy.WorkloadAnnotation] != want {
+			t.Errorf("%s: workload %q, want %s", p.Name, p.Annotations[policy.WorkloadAnnotation], want)
+		}
+	}
+	left, err := rollout.Find(ctx, rh.Client, storeFromCluster(t, ctx, rh.Client), rollout.Scope{Namespace: ns})
+	if err != nil || len(left) != 0 {
+		t.Fatalf("drifted after the Automatic rollout: %v (%v)", podNamesOf(left), err)
+	}
+
+	// The policy's events tell an operator what happened.
+	var reasons []string
+	for wait := time.Now().Add(30 * time.Second); ; {
+		list, err := cs.EventsV1().Events(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reasons = nil
+		for _, e := range list.Items {
+			if e.Regarding.Kind == "MeshRolePolicy" && e.Regarding.Name == "eureka" && strings.HasPrefix(e.Reason, "Rollout") {
+				reasons = append(reasons, e.Type+" "+e.Reason+": "+e.Note)
+			}
+		}
+		slices.Sort(reasons)
+		if len(reasons) >= 2 || time.Now().After(wait) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if len(reasons) != 2 || !strings.HasPrefix(reasons[0], "Normal RolloutFinished: 5 pods restarted, 0 no longer needed it") ||
+		!strings.HasPrefix(reasons[1], "Normal RolloutStarted: restarting 5 drifted pods") {
+		t.Fatalf("the policy's rollout events:\n%s", strings.Join(reasons, "\n"))
+	}
+	progress := automaticRolloutLog(t, rh.Webhook.LogPath(), ns+"/eureka")
+	t.Logf("the webhook's log of the rollout (%d lines):\n%s", len(progress), strings.Join(progress, "\n"))
+	if evicted := slices.DeleteFunc(progress, func(line string) bool { return !strings.HasSuffix(line, ": evicted") }); len(evicted) != 5 {
+		t.Fatalf("%d evictions logged, want 5:\n%s", len(evicted), strings.Join(evicted, "\n"))
+	}
+	t.Logf("figures: Automatic mode: %d pods drifted, %d converged without the CLI; max eureka-server pods unavailable %d (over %d watched transitions), eureka-client %d; "+
+		"%v from the policy's creation to the last Ready replacement (5s of it the controller's settle delay)",
+		len(before), len(pods), maxUnavailable, transitions, maxClientsUnavailable, took.Round(100*time.Millisecond))
+}
+
+// automaticRolloutLog is the Automatic mode's log lines about a policy,
+// "[elapsed] pod (owner): message", from the webhook's JSON log.
+func automaticRolloutLog(t *testing.T, path, policyRef string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for line := range strings.Lines(string(data)) {
+		var entry struct {
+			Msg, Controller, Policy, Pod, Owner, Elapsed string
+		}
+		if json.Unmarshal([]byte(line), &entry) != nil || entry.Controller != "automatic-rollout" || entry.Policy != policyRef {
+			continue
+		}
+		if entry.Pod == "" {
+			out = append(out, entry.Msg)
+			continue
+		}
+		out = append(out, fmt.Sprintf("[%6s] %s (%s): %s", entry.Elapsed, entry.Pod, entry.Owner, entry.Msg))
+	}
+	return out
 }
 
 func testRolloutStopsAtUnreadyReplacement(t *testing.T, ctx context.Context, rh *harness.Harness, cs kubernetes.Interface) {
