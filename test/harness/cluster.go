@@ -158,8 +158,15 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (c *Cluster, err err
 		}
 	}
 
+	// The nodes report the control plane's version as their kubelet's, as
+	// in a cluster upgraded as a whole: Istio's injector decides from it
+	// whether istio-proxy runs as a native sidecar (kubelets >= 1.33).
+	version, err := cs.Discovery().ServerVersion()
+	if err != nil {
+		return c, fmt.Errorf("reading the API server's version for the nodes' kubelet version: %w", err)
+	}
 	for i := range opts.Nodes {
-		node := kwokNode(fmt.Sprintf("kwok-node-%d", i))
+		node := kwokNode(fmt.Sprintf("kwok-node-%d", i), version.GitVersion)
 		if _, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{FieldManager: fieldOwner}); err != nil {
 			return c, fmt.Errorf("creating node %s: %w", node.Name, err)
 		}
@@ -174,8 +181,10 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (c *Cluster, err err
 // kwokNode is a node as kwokctl creates them (kustomize/kwokctl/resource/
 // node.yaml), but without the kwok.x-k8s.io/node=fake:NoSchedule taint
 // kwok's docs put on nodes in a real cluster: here every node is fake, and
-// the taint would make every test pod need a toleration.
-func kwokNode(name string) *corev1.Node {
+// the taint would make every test pod need a toleration. It reports the
+// given kubelet version; kwok keeps it (it says "kwok-<version>" for nodes
+// that report none).
+func kwokNode(name, kubeletVersion string) *corev1.Node {
 	resources := corev1.ResourceList{
 		corev1.ResourceCPU:    resource.MustParse("32"),
 		corev1.ResourceMemory: resource.MustParse("256Gi"),
@@ -202,7 +211,7 @@ func kwokNode(name string) *corev1.Node {
 		Status: corev1.NodeStatus{
 			Allocatable: resources,
 			Capacity:    resources,
-			NodeInfo:    corev1.NodeSystemInfo{Architecture: "amd64", OperatingSystem: "linux"},
+			NodeInfo:    corev1.NodeSystemInfo{Architecture: "amd64", OperatingSystem: "linux", KubeletVersion: kubeletVersion},
 		},
 	}
 }
