@@ -89,10 +89,12 @@ type compiledPolicy struct {
 	priority          int32
 	mode              v1alpha1.Mode
 	namespaceSelector labels.Selector // cluster policies only
-	workloads         []v1alpha1.Workload
-	selectors         []labels.Selector
-	problems          []string
-	nativeProblems    []string
+	// workloads point into the policy object, except for the entries that
+	// lacked a default (see defaultWorkload): those are defaulted copies.
+	workloads      []*v1alpha1.Workload
+	selectors      []labels.Selector
+	problems       []string
+	nativeProblems []string
 }
 
 // firstMatch returns the index of the first workload entry whose selector
@@ -108,7 +110,7 @@ func (p *compiledPolicy) firstMatch(podLabels labels.Labels) int {
 
 // match is the Match of entry k.
 func (p *compiledPolicy) match(k int) Match {
-	return Match{Policy: p.ref, Generation: p.generation, Priority: p.priority, Mode: p.mode, Workload: &p.workloads[k]}
+	return Match{Policy: p.ref, Generation: p.generation, Priority: p.priority, Mode: p.mode, Workload: p.workloads[k]}
 }
 
 // outranks is the precedence of docs/design.md, "Precedence": higher priority, then a
@@ -140,19 +142,25 @@ func compile(ref Ref, generation int64, spec *v1alpha1.PolicySpec, namespaceSele
 		generation: generation,
 		priority:   spec.Priority,
 		mode:       cmp.Or(spec.Mode, v1alpha1.ModeEnforce),
-		workloads:  make([]v1alpha1.Workload, len(spec.Workloads)),
+		workloads:  make([]*v1alpha1.Workload, len(spec.Workloads)),
 		selectors:  make([]labels.Selector, len(spec.Workloads)),
 		// Kept with the policy so that native mode leaves out exactly the
 		// policies whose status says it refuses them.
 		nativeProblems: NativeProblems(spec),
 	}
 	for i := range spec.Workloads {
-		// A shallow copy: the selector's maps and slices are shared with the
-		// policy object, which nobody modifies once it is stored (informer
-		// objects are read-only). It is most of a policy's memory.
-		p.workloads[i] = spec.Workloads[i]
-		w := &p.workloads[i]
-		defaultWorkload(w)
+		// The entry itself, not a copy: nobody modifies a policy object once
+		// it is stored (informer objects are read-only), and a second copy
+		// of every entry was most of the Store's memory. An entry that lacks
+		// a default gets a shallow copy that has it, sharing the selector's
+		// maps and slices.
+		w := &spec.Workloads[i]
+		if !isDefaulted(w) {
+			defaulted := *w
+			defaultWorkload(&defaulted)
+			w = &defaulted
+		}
+		p.workloads[i] = w
 		s, err := compileSelector(&w.Selector)
 		if err != nil {
 			// The API server's schema should have refused this; match nothing
@@ -171,6 +179,17 @@ func compile(ref Ref, generation int64, spec *v1alpha1.PolicySpec, namespaceSele
 		p.namespaceSelector = s
 	}
 	return p
+}
+
+// isDefaulted reports whether w has every default defaultWorkload fills in.
+func isDefaulted(w *v1alpha1.Workload) bool {
+	switch w.Role {
+	case v1alpha1.RolePeerStateful:
+		return w.Peer != nil && w.Peer.Proxy != ""
+	case v1alpha1.RoleClientStateless:
+		return w.Client != nil && w.Client.Proxy != ""
+	}
+	return true
 }
 
 // defaultWorkload fills in the defaults the CRD schema declares, so that a

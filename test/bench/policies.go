@@ -98,14 +98,24 @@ func measureMemory(ctx context.Context, h *harness.Harness, namespaces, policies
 	// liveHeap reads the live heap once the resident set has been read:
 	// forcing a collection first would change what VmRSS shows.
 	liveHeap := func(name string) (lastGC, error) {
-		file, err := prof.heap(ctx, h.Webhook.MetricsURL(), name)
+		previous, err := readLastGC(h.Webhook.LogPath(), logStart)
 		if err != nil {
 			return lastGC{}, err
 		}
-		if file != "" {
-			res.HeapProfiles = append(res.HeapProfiles, file)
-			// The runtime writes the collection's trace line right after it.
-			if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		file, err := prof.heap(ctx, h.Webhook.MetricsURL(), name)
+		if err != nil || file == "" {
+			return readLastGC(h.Webhook.LogPath(), logStart)
+		}
+		res.HeapProfiles = append(res.HeapProfiles, file)
+		// The runtime writes the forced collection's trace line when it
+		// finishes, which on a busy machine can be a while after the
+		// profile was served.
+		for range 50 {
+			g, err := readLastGC(h.Webhook.LogPath(), logStart)
+			if err != nil || g.Forced && g.Number > previous.Number {
+				return g, err
+			}
+			if err := sleep(ctx, 100*time.Millisecond); err != nil {
 				return lastGC{}, err
 			}
 		}
