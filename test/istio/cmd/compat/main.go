@@ -61,10 +61,19 @@ func main() {
 // the rollout, drift and suggest scenarios, which need nodes and pods that
 // run (kube-scheduler and kwok) and are proven on the newest pins by make
 // test.
-const coreScenarios = `^(TestMeshrole|TestNativeMatchesWebhook)$/^(` +
-	`eureka_seed|namespace_without_meshrole|a_labelled_namespace_and_at_once|meshrole\.io|BypassPorts|precedence|DryRun|` +
-	`policy_edit|client_options|pod_already_injected|invalid_policies|a_selector_the_schema|a_MeshRolePolicy_never_decides|` +
-	`seed-|no_churn|policy_native_mode|a_namespace's_first)`
+const (
+	coreScenarios = `^TestMeshrole$/^(` +
+		`eureka_seed|namespace_without_meshrole|a_labelled_namespace_and_at_once|meshrole\.io|BypassPorts|precedence|DryRun|` +
+		`policy_edit|client_options|pod_already_injected|invalid_policies|a_selector_the_schema|a_MeshRolePolicy_never_decides)`
+	coreScenariosNative = `^(TestMeshrole|TestNativeMatchesWebhook)$/^(` +
+		`eureka_seed|namespace_without_meshrole|a_labelled_namespace_and_at_once|meshrole\.io|BypassPorts|precedence|DryRun|` +
+		`policy_edit|client_options|pod_already_injected|invalid_policies|a_selector_the_schema|a_MeshRolePolicy_never_decides|` +
+		`seed-|no_churn|policy_native_mode|a_namespace's_first)`
+)
+
+// nativeMinor is the first Kubernetes minor serving MutatingAdmissionPolicy
+// in admissionregistration.k8s.io/v1, which native mode needs.
+const nativeMinor = 36
 
 // kubeVersion is one control plane of the Kubernetes matrix.
 type kubeVersion struct {
@@ -72,6 +81,15 @@ type kubeVersion struct {
 	dir  string // absolute
 	// version is what its kube-apiserver --version says (v1.32.12).
 	version string
+}
+
+// native reports whether native mode runs on this control plane.
+func (k kubeVersion) native() bool {
+	var major, minor int
+	if _, err := fmt.Sscanf(k.name, "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major > 1 || minor >= nativeMinor
 }
 
 // suite is one go test run: a suite on one version.
@@ -142,8 +160,12 @@ func run(out, kube, oldest, only string, timeout time.Duration) error {
 		e2e := table{title: "Kubernetes: core end-to-end scenarios (test/e2e)", intro: e2eIntro}
 		install := table{title: "Kubernetes: the Helm chart installed (test/install)", intro: installIntro}
 		for _, k := range kubes {
+			scenarios := coreScenarios
+			if k.native() {
+				scenarios = coreScenariosNative
+			}
 			r := runSuite(root, "e2e "+k.name, k.name, suite{
-				dir: root, args: goTest(timeout, "-run", coreScenarios, "./test/e2e/"), env: env(k),
+				dir: root, args: goTest(timeout, "-run", scenarios, "./test/e2e/"), env: env(k),
 			})
 			e2e.results = append(e2e.results, r)
 			r = runSuite(root, "install "+k.name, k.name, suite{
@@ -452,8 +474,9 @@ Behaviour that differs between versions, and how meshrole and the suites handle 
   suite, Istio suite).
 `
 	e2eIntro = "`go test ./test/e2e -run '" + coreScenarios + "'`: the admission scenarios " +
-		"(the API server calling the webhook for pods made by the real StatefulSet and Deployment controllers) and, " +
-		"where the API server serves MutatingAdmissionPolicy, native mode's proof against webhook mode. " +
+		"(the API server calling the webhook for pods made by the real StatefulSet and Deployment controllers); " +
+		"on Kubernetes 1.36 and later also native mode's proof against webhook mode, `TestNativeMatchesWebhook` with every subtest " +
+		"(`-run '" + coreScenariosNative + "'`; before 1.36 native mode's refusal to start is proven by the install and Istio suites). " +
 		"Left out: the examples, the kubectl plugin, TLS, certificate rotation and load, which exercise meshrole's own " +
 		"server rather than the API server, and rollout, which needs running pods (kube-scheduler and kwok); " +
 		"those run on the newest pins in `make test`."
@@ -511,6 +534,7 @@ func renderTable(b *strings.Builder, t table) {
 			}
 		}
 	}
+	rows := treeOf(order)
 	b.WriteString("\n| scenario |")
 	for _, r := range t.results {
 		fmt.Fprintf(b, " %s |", r.column)
@@ -520,22 +544,14 @@ func renderTable(b *strings.Builder, t table) {
 		b.WriteString("---|")
 	}
 	b.WriteString("\n")
-	for _, name := range order {
-		parts := strings.Split(name, "/")
-		label := "**" + parts[0] + "**"
-		if len(parts) > 1 {
-			label = strings.Repeat("↳ ", len(parts)-2) + strings.ReplaceAll(strings.Join(parts[1:], "/"), "_", " ")
+	for _, row := range rows {
+		label := "**" + row.label + "**"
+		if row.parent != "" {
+			label = strings.ReplaceAll(row.label, "_", " ")
 		}
 		fmt.Fprintf(b, "| %s |", strings.ReplaceAll(label, "|", `\|`))
 		for _, r := range t.results {
-			cell := r.outcomes[name]
-			switch {
-			case r.failure != "":
-				cell = "did not run"
-			case cell == "":
-				cell = "—"
-			}
-			fmt.Fprintf(b, " %s |", cell)
+			fmt.Fprintf(b, " %s |", cell(r, row))
 		}
 		b.WriteString("\n")
 	}
@@ -567,6 +583,11 @@ func renderTable(b *strings.Builder, t table) {
 			if r.outcomes[name] != "fail" {
 				continue
 			}
+			if len(r.errors[name]) == 0 && slices.ContainsFunc(r.order, func(n string) bool {
+				return strings.HasPrefix(n, name+"/") && r.outcomes[n] == "fail"
+			}) {
+				continue // failed because a subtest did, which is listed
+			}
 			fmt.Fprintf(b, "\n`%s`, %s failed (full output in `%s` of the run):\n\n```\n", r.column, name, r.log)
 			lines := r.errors[name]
 			// The test's last lines hold its failure.
@@ -579,6 +600,79 @@ func renderTable(b *strings.Builder, t table) {
 			b.WriteString("```\n")
 		}
 	}
+}
+
+// row is one line of a table: a test, or a subtest of a test, with the
+// subtests below it (folded into its cell).
+type row struct {
+	name, label, parent string
+	nested              []string
+}
+
+// treeOf makes the rows of a table from test names in the order they
+// started: top-level tests and their direct subtests; deeper subtests are
+// counted in their ancestor's row. A subtest's parent is the longest test
+// name that prefixes it (a subtest name may itself hold a "/").
+func treeOf(order []string) []*row {
+	var rows []*row
+	byName := map[string]*row{}
+	depth := map[string]int{}
+	for _, name := range order {
+		parent := parentOf(order, name)
+		if parent == "" {
+			r := &row{name: name, label: name}
+			rows, byName[name] = append(rows, r), r
+			continue
+		}
+		depth[name] = depth[parent] + 1
+		if depth[name] == 1 {
+			r := &row{name: name, label: name[len(parent)+1:], parent: parent}
+			rows, byName[name] = append(rows, r), r
+			continue
+		}
+		ancestor := parent
+		for depth[ancestor] > 1 {
+			ancestor = parentOf(order, ancestor)
+		}
+		byName[ancestor].nested = append(byName[ancestor].nested, name)
+	}
+	return rows
+}
+
+// parentOf is the longest name of order that prefixes name as a test.
+func parentOf(order []string, name string) string {
+	parent := ""
+	for _, p := range order {
+		if len(p) > len(parent) && strings.HasPrefix(name, p+"/") {
+			parent = p
+		}
+	}
+	return parent
+}
+
+// cell is a row's outcome in one run: with its nested subtests counted
+// ("pass, 45 checks"; "fail, 2 of 45 checks fail").
+func cell(r *result, row *row) string {
+	if r.failure != "" {
+		return "did not run"
+	}
+	outcome := r.outcomes[row.name]
+	if outcome == "" {
+		return "—"
+	}
+	if len(row.nested) == 0 || outcome == "skip" {
+		return outcome
+	}
+	failed := 0
+	for _, n := range row.nested {
+		if r.outcomes[n] == "fail" {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Sprintf("%s, %d of %d checks fail", outcome, failed, len(row.nested))
+	}
+	return fmt.Sprintf("%s, %d checks", outcome, len(row.nested))
 }
 
 func writeLog(path string, lines []string) error {
