@@ -156,7 +156,7 @@ func (a *Automatic) enqueue(policies func(context.Context, client.Object) []reco
 // Automatic policy.
 func (a *Automatic) everyAutomaticPolicy(ctx context.Context, changed client.Object) []reconcile.Request {
 	out := []reconcile.Request{{NamespacedName: client.ObjectKeyFromObject(changed)}}
-	namespaced, cluster, err := a.listPolicies(ctx, "")
+	namespaced, cluster, err := a.listPolicies(ctx, "", client.UnsafeDisableDeepCopy)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing the Automatic policies a policy change may concern")
 		return out
@@ -182,7 +182,8 @@ func (a *Automatic) namespacePolicies(ctx context.Context, ns client.Object) []r
 // namespace: its MeshRolePolicies and the ClusterMeshRolePolicies that
 // select it.
 func (a *Automatic) automaticPoliciesIn(ctx context.Context, namespace string) []reconcile.Request {
-	namespaced, cluster, err := a.listPolicies(ctx, namespace)
+	// Read only, for every pod created: the cache's own objects, not copies.
+	namespaced, cluster, err := a.listPolicies(ctx, namespace, client.UnsafeDisableDeepCopy)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing the Automatic policies of a namespace", "namespace", namespace)
 		return nil
@@ -226,14 +227,14 @@ func appendAutomatic(out []reconcile.Request, p policyObject) []reconcile.Reques
 }
 
 // listPolicies lists the MeshRolePolicies of namespace (all of them when
-// empty) and every ClusterMeshRolePolicy.
-func (a *Automatic) listPolicies(ctx context.Context, namespace string) (*v1alpha1.MeshRolePolicyList, *v1alpha1.ClusterMeshRolePolicyList, error) {
+// empty) and every ClusterMeshRolePolicy. opts are added to both lists.
+func (a *Automatic) listPolicies(ctx context.Context, namespace string, opts ...client.ListOption) (*v1alpha1.MeshRolePolicyList, *v1alpha1.ClusterMeshRolePolicyList, error) {
 	namespaced := &v1alpha1.MeshRolePolicyList{}
-	if err := a.Policies.List(ctx, namespaced, client.InNamespace(namespace)); err != nil {
+	if err := a.Policies.List(ctx, namespaced, append(opts, client.InNamespace(namespace))...); err != nil {
 		return nil, nil, fmt.Errorf("listing MeshRolePolicies: %w", err)
 	}
 	cluster := &v1alpha1.ClusterMeshRolePolicyList{}
-	if err := a.Policies.List(ctx, cluster); err != nil {
+	if err := a.Policies.List(ctx, cluster, opts...); err != nil {
 		return nil, nil, fmt.Errorf("listing ClusterMeshRolePolicies: %w", err)
 	}
 	return namespaced, cluster, nil
