@@ -199,6 +199,10 @@ func run(opts options) error {
 		return fmt.Errorf("setting up policy status: %w", err)
 	}
 	if opts.AutomaticRollout {
+		if !opts.LeaderElect {
+			log.Info("the Automatic rollout mode runs in every replica started without --leader-elect: " +
+				"run one replica, or --leader-elect (the chart does), or --automatic-rollout=false")
+		}
 		if err := setupAutomaticRollout(mgr, opts); err != nil {
 			return fmt.Errorf("setting up the Automatic rollout mode: %w", err)
 		}
