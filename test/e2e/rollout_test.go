@@ -37,7 +37,7 @@ import (
 func TestRollout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	rh, cs := startRolloutCluster(t, ctx)
+	rh, cs := startRolloutCluster(t, ctx, harness.ModeWebhook)
 	t.Run("eureka servers and clients created before the policy: converged one pod at a time, the budget never broken", func(t *testing.T) {
 		testRolloutSeed(t, ctx, rh, cs)
 	})
@@ -211,15 +211,25 @@ func testRolloutCommand(t *testing.T, ctx context.Context, rh *harness.Harness, 
 	}
 }
 
+// TestRolloutAutomaticNative: in native mode the API server's
+// MutatingAdmissionPolicies stamp the verdicts, and the same Automatic mode
+// converges the same scene: drift does not depend on who stamps.
+func TestRolloutAutomaticNative(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rh, cs := startRolloutCluster(t, ctx, harness.ModeNative)
+	testRolloutAutomatic(t, ctx, rh, cs)
+}
+
 // startRolloutCluster starts a harness with the controllers and the fake
 // nodes running pods needs.
-func startRolloutCluster(t *testing.T, ctx context.Context) (*harness.Harness, kubernetes.Interface) {
+func startRolloutCluster(t *testing.T, ctx context.Context, mode harness.Mode) (*harness.Harness, kubernetes.Interface) {
 	t.Helper()
 	root, err := harness.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	rh, err := harness.Start(ctx, harness.Options{Root: root})
+	rh, err := harness.Start(ctx, harness.Options{Root: root, Mode: mode})
 	if err != nil {
 		t.Fatalf("starting the rollout control plane: %v", err)
 	}
