@@ -7,6 +7,7 @@ import (
 	"maps"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -288,7 +289,7 @@ func (a *Automatic) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	}
 
 	a.Recorder.Eventf(p, nil, corev1.EventTypeNormal, ReasonRolloutStarted, "Rollout", "%s",
-		fmt.Sprintf("restarting %d drifted pods (%s), one pod per owner at a time, through the Eviction API", plan.Len(), planSummary(plan)))
+		eventNote(fmt.Sprintf("restarting %d drifted pods (%s), one pod per owner at a time, through the Eviction API", plan.Len(), planSummary(plan))))
 	log.Info("automatic rollout started", "pods", plan.Len(), "plan", planSummary(plan))
 	runner := a.Runner
 	runner.Client, runner.Policies, runner.WaitOwnerReady = a.Client, store, true
@@ -312,7 +313,7 @@ func (a *Automatic) Reconcile(ctx context.Context, req reconcile.Request) (recon
 		a.stopped[ref] = s
 		message := fmt.Sprintf("stopped after %d pods restarted: %v; no pod of this policy is evicted for %s or until the policy changes (kubectl meshrole rollout --policy %s retries at once)",
 			result.Restarted, err, wait, ref)
-		a.Recorder.Eventf(p, nil, corev1.EventTypeWarning, ReasonRolloutStopped, "Rollout", "%s", message)
+		a.Recorder.Eventf(p, nil, corev1.EventTypeWarning, ReasonRolloutStopped, "Rollout", "%s", eventNote(message))
 		log.Info("automatic rollout stopped", "restarted", result.Restarted, "error", err.Error(), "stops", s.stops, "retryIn", wait.String())
 		return reconcile.Result{RequeueAfter: wait}, nil
 	}
@@ -370,6 +371,24 @@ func planSummary(plan *Plan) string {
 		parts = append(parts, fmt.Sprintf("%s/%s: %d", o.Owner.Namespace, o.Owner, len(o.Pods)))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// noteLimit is the most bytes an event's note may have; the API server
+// refuses a longer one, and the event is lost.
+const noteLimit = 1024
+
+// eventNote is s, cut to noteLimit bytes on a character boundary. The log
+// has the whole of it.
+func eventNote(s string) string {
+	if len(s) <= noteLimit {
+		return s
+	}
+	const more = "..."
+	cut := noteLimit - len(more)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + more
 }
 
 // backoff is the wait after the n-th stop in a row: Backoff, doubled each

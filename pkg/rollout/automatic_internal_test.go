@@ -3,7 +3,9 @@ package rollout
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -78,5 +80,16 @@ func TestAutomaticTriggers(t *testing.T) {
 	}
 	if got := a.everyAutomaticPolicy(ctx, namespaced("shop", "eureka", v1alpha1.RolloutAutomatic)); len(got) != 4 {
 		t.Errorf("an Automatic policy's change enqueues %v: itself once, and the 3 others", names(got))
+	}
+}
+
+func TestEventNoteFitsTheAPIServersLimit(t *testing.T) {
+	long := strings.Repeat("é", 600) // 1200 bytes
+	got := eventNote(long)
+	if len(got) > 1024 || !strings.HasSuffix(got, "...") || !utf8.ValidString(got) {
+		t.Fatalf("note of %d bytes, valid UTF-8 %v, ends %q", len(got), utf8.ValidString(got), got[len(got)-5:])
+	}
+	if short := "stopped after 0 pods restarted"; eventNote(short) != short {
+		t.Fatalf("a short note changed: %q", eventNote(short))
 	}
 }
