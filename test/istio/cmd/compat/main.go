@@ -333,7 +333,9 @@ var (
 	builtLine  = regexp.MustCompile(`built Istio \S+'s injector into \S+ in (\S+)`)
 	moduleLine = regexp.MustCompile(`Istio's injector: istio\.io/istio (\S+),`)
 	suiteLine  = regexp.MustCompile(`^\s+\w+_test\.go:\d+: `)
-	skipLine   = regexp.MustCompile(`^\s+\w+_test\.go:\d+: (.*)$`)
+	// skipLine is a logged line, trimmed: the last one of a skipped test is
+	// its t.Skip message.
+	skipLine = regexp.MustCompile(`^\w+_test\.go:\d+: (.*)$`)
 )
 
 // runSuite runs go test -json and collects every test's outcome in the order
@@ -387,11 +389,7 @@ func runSuite(root, name, column string, s suite) *result {
 			case "fail":
 				r.errors[ev.Test] = logged[ev.Test]
 			case "skip":
-				if lines := logged[ev.Test]; len(lines) > 0 {
-					if m := skipLine.FindStringSubmatch(lines[len(lines)-1]); m != nil {
-						r.skips[ev.Test] = m[1]
-					}
-				}
+				r.skips[ev.Test] = skipReason(logged[ev.Test])
 			}
 		case "output":
 			r.output = append(r.output, ev.Output)
@@ -420,6 +418,17 @@ func runSuite(root, name, column string, s suite) *result {
 		r.failure = "no test ran"
 	}
 	return r
+}
+
+// skipReason is the message of a skipped test's t.Skip: its last logged line.
+func skipReason(logged []string) string {
+	if len(logged) == 0 {
+		return ""
+	}
+	if m := skipLine.FindStringSubmatch(logged[len(logged)-1]); m != nil {
+		return m[1]
+	}
+	return ""
 }
 
 // failed reports whether the suite did not run or a test failed.
@@ -462,9 +471,9 @@ module (` + "`test/istio/injectors/<version>`" + `), registered with its own cha
 ` + "`admissionregistration.k8s.io/v1`" + `. On an older API server the server refuses to start in native mode,
 exits non-zero and says "native mode needs Kubernetes 1.36 or later (MutatingAdmissionPolicy
 admissionregistration.k8s.io/v1); this API server is v1.34.4; use mode: webhook"
-(` + "`TestNativeModeRefusedOnOlderAPIServer`" + `); it never runs with no policy enforced. Istio 1.26 and
-the current development line (master) with every Kubernetes version above; ` + "`make test`" + ` runs the
-newest pins and the oldest pairing (Kubernetes 1.32 with Istio 1.26.0) on every change.
+(` + "`TestNativeModeRefusedOnOlderAPIServer`" + `); it never runs with no policy enforced. Istio: 1.26.0 and
+the development line (master, 1.31) on the newest Kubernetes, and 1.26.0 on the oldest; ` + "`make test`" + ` runs
+the newest pins and that oldest pairing (Kubernetes 1.32 with Istio 1.26.0) on every change.
 
 Behaviour that differs between versions, and how meshrole and the suites handle it:
 
@@ -472,6 +481,9 @@ Behaviour that differs between versions, and how meshrole and the suites handle 
   default) in 1.34 and GA (` + "`v1`" + `) from 1.36. Native mode uses ` + "`v1`" + ` only; before 1.36 it refuses to
   start (above). The native-mode tests are skipped there and the refusal is tested instead (install
   suite, Istio suite).
+- The chart's ` + "`kubeVersion: \">=1.32.0-0\"`" + ` makes Helm refuse older clusters before rendering. ` + "`helm template`" + `
+  renders for Helm's own default Kubernetes version, which older Helm clients set below 1.32: pass
+  ` + "`--kube-version`" + ` there.
 `
 	e2eIntro = "`go test ./test/e2e -run '" + coreScenarios + "'`: the admission scenarios " +
 		"(the API server calling the webhook for pods made by the real StatefulSet and Deployment controllers); " +

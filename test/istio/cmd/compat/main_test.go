@@ -51,3 +51,17 @@ func TestTableFoldsDeepSubtestsIntoTheirAncestor(t *testing.T) {
 		t.Errorf("%d failures listed, want 1:\n%s", n, got)
 	}
 }
+
+func TestSkipReasonIsTheLastLoggedLine(t *testing.T) {
+	// As runSuite keeps them: go test's output lines, trimmed.
+	logged := []string{
+		"env_test.go:73: control plane up in 27.026s",
+		"native_test.go:210: native mode needs Kubernetes 1.36 or later; this API server is v1.34.4",
+	}
+	if got, want := skipReason(logged), "native mode needs Kubernetes 1.36 or later; this API server is v1.34.4"; got != want {
+		t.Errorf("skipReason = %q, want %q", got, want)
+	}
+	if got := skipReason(nil); got != "" {
+		t.Errorf("skipReason(nil) = %q, want none", got)
+	}
+}
