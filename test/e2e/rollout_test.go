@@ -44,6 +44,9 @@ func TestRollout(t *testing.T) {
 	t.Run("Automatic mode converges the seed scene without the CLI", func(t *testing.T) {
 		testRolloutAutomatic(t, ctx, rh, cs)
 	})
+	t.Run("Automatic mode stops at a replacement that never becomes Ready, says why on the policy, backs off, and resumes when the policy changes", func(t *testing.T) {
+		testRolloutAutomaticStops(t, ctx, rh, cs)
+	})
 	t.Run("a replacement that never becomes Ready stops the rollout; run again, the budget refuses evictions until it is Ready, then the rollout finishes", func(t *testing.T) {
 		testRolloutStopsAtUnreadyReplacement(t, ctx, rh, cs)
 	})
@@ -229,7 +232,8 @@ func startRolloutCluster(t *testing.T, ctx context.Context, mode harness.Mode) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	rh, err := harness.Start(ctx, harness.Options{Root: root, Mode: mode})
+	// The Automatic mode's stops come after 15s, not the default 5m.
+	rh, err := harness.Start(ctx, harness.Options{Root: root, Mode: mode, WebhookArgs: []string{"--automatic-rollout-timeout=15s"}})
 	if err != nil {
 		t.Fatalf("starting the rollout control plane: %v", err)
 	}
@@ -506,24 +510,7 @@ func testRolloutAutomatic(t *testing.T, ctx context.Context, rh *harness.Harness
 	}
 
 	// The policy's events tell an operator what happened.
-	var reasons []string
-	for wait := time.Now().Add(30 * time.Second); ; {
-		list, err := cs.EventsV1().Events(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		reasons = nil
-		for _, e := range list.Items {
-			if e.Regarding.Kind == "MeshRolePolicy" && e.Regarding.Name == "eureka" && strings.HasPrefix(e.Reason, "Rollout") {
-				reasons = append(reasons, e.Type+" "+e.Reason+": "+e.Note)
-			}
-		}
-		slices.Sort(reasons)
-		if len(reasons) >= 2 || time.Now().After(wait) {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	reasons := rolloutEvents(t, ctx, cs, ns, "eureka", 2, 30*time.Second)
 	if len(reasons) != 2 || !strings.HasPrefix(reasons[0], "Normal RolloutFinished: 5 pods restarted, 0 no longer needed it") ||
 		!strings.HasPrefix(reasons[1], "Normal RolloutStarted: restarting 5 drifted pods") {
 		t.Fatalf("the policy's rollout events:\n%s", strings.Join(reasons, "\n"))
@@ -536,6 +523,130 @@ func testRolloutAutomatic(t *testing.T, ctx context.Context, rh *harness.Harness
 	t.Logf("figures: Automatic mode: %d pods drifted, %d converged without the CLI; max eureka-server pods unavailable %d (over %d watched transitions), eureka-client %d; "+
 		"%v from the policy's creation to the last Ready replacement (5s of it the controller's settle delay)",
 		len(before), len(pods), maxUnavailable, transitions, maxClientsUnavailable, took.Round(100*time.Millisecond))
+}
+
+// rolloutEvents waits, up to within, until the policy has at least n
+// Rollout* events, and returns them all sorted, as "<type> <reason>: <note>".
+func rolloutEvents(t *testing.T, ctx context.Context, cs kubernetes.Interface, ns, name string, n int, within time.Duration) []string {
+	t.Helper()
+	for wait := time.Now().Add(within); ; {
+		list, err := cs.EventsV1().Events(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reasons []string
+		for _, e := range list.Items {
+			if e.Regarding.Kind == "MeshRolePolicy" && e.Regarding.Name == name && strings.HasPrefix(e.Reason, "Rollout") {
+				reasons = append(reasons, e.Type+" "+e.Reason+": "+e.Note)
+			}
+		}
+		slices.Sort(reasons)
+		if len(reasons) >= n || time.Now().After(wait) {
+			return reasons
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// testRolloutAutomaticStops: a replacement that never becomes Ready stops
+// the Automatic mode after that one pod, with a Warning event on the policy;
+// it evicts nothing more while it backs off, though pods of the policy stay
+// drifted; a change of the policy ends the backoff and it finishes.
+func testRolloutAutomaticStops(t *testing.T, ctx context.Context, rh *harness.Harness, cs kubernetes.Interface) {
+	const ns = "rollout-automatic-stuck"
+	zk := map[string]string{"app": "zookeeper"}
+	// OnDelete: the template change reaches only pods created after it. No
+	// budget: only the Automatic mode's own rules keep a second pod up.
+	sts := rolloutStatefulSet(ns, "zk", zk, appsv1.OnDeleteStatefulSetStrategyType)
+	createObjects(t, ctx, rh.Client,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
+		sts,
+	)
+	before := waitReadyPods(t, ctx, cs, ns, 3)
+	patch := client.MergeFrom(sts.DeepCopy())
+	sts.Spec.Template.Labels[harness.NeverReadyLabel] = "true"
+	if err := rh.Client.Patch(ctx, sts, patch); err != nil {
+		t.Fatal(err)
+	}
+	watcher := watchAvailability(t, ctx, cs, ns, "app=zookeeper", 3)
+	zookeeper := &v1alpha1.MeshRolePolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "zookeeper"},
+		Spec: v1alpha1.PolicySpec{Rollout: v1alpha1.RolloutAutomatic, Workloads: []v1alpha1.Workload{
+			{Name: "quorum", Selector: metav1.LabelSelector{MatchLabels: zk}, Role: v1alpha1.RolePeerStateful},
+		}},
+	}
+	createObjects(t, ctx, rh.Client, zookeeper)
+
+	// The harness runs the webhook with --automatic-rollout-timeout=15s.
+	events := rolloutEvents(t, ctx, cs, ns, "zookeeper", 2, time.Minute)
+	if len(events) != 2 || !strings.HasPrefix(events[0], "Normal RolloutStarted: restarting 3 drifted pods") ||
+		!strings.HasPrefix(events[1], "Warning RolloutStopped: stopped after 0 pods restarted: pod "+ns+"/zk-2 (StatefulSet zk): gave up after 15s waiting for replacement zk-2 to be Ready") ||
+		!strings.Contains(events[1], "no pod of this policy is evicted for 1m0s or until the policy changes") {
+		t.Fatalf("the policy's rollout events:\n%s", strings.Join(events, "\n"))
+	}
+	t.Logf("stopped, as the policy's events say:\n%s", strings.Join(events, "\n"))
+
+	// Backing off: zk-1 and zk-0 stay drifted and untouched.
+	const watched = 10 * time.Second
+	time.Sleep(watched)
+	var pods corev1.PodList
+	if err := rh.Client.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		wasThere := slices.ContainsFunc(before, func(b corev1.Pod) bool { return b.UID == p.UID })
+		if (p.Name == "zk-2") == wasThere {
+			t.Errorf("%s: original pod %v; want only zk-2 replaced while the Automatic mode backs off", p.Name, wasThere)
+		}
+	}
+	left, err := rollout.Find(ctx, rh.Client, storeFromCluster(t, ctx, rh.Client), rollout.Scope{Namespace: ns})
+	if err != nil || !slices.Equal(podNamesOf(left), []string{"zk-0", "zk-1"}) {
+		t.Fatalf("drifted while backing off: %v (%v), want zk-0 and zk-1", podNamesOf(left), err)
+	}
+	if again := rolloutEvents(t, ctx, cs, ns, "zookeeper", 0, 0); len(again) != 2 {
+		t.Fatalf("the Automatic mode tried again while backing off:\n%s", strings.Join(again, "\n"))
+	}
+
+	// Fixed: zk-2 made Ready, the template's label gone, and the policy
+	// edited (a new generation): the backoff ends, the rollout finishes.
+	patch = client.MergeFrom(sts.DeepCopy())
+	delete(sts.Spec.Template.Labels, harness.NeverReadyLabel)
+	if err := rh.Client.Patch(ctx, sts, patch); err != nil {
+		t.Fatal(err)
+	}
+	var zk2 corev1.Pod
+	if err := rh.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "zk-2"}, &zk2); err != nil {
+		t.Fatal(err)
+	}
+	statusPatch := client.MergeFrom(zk2.DeepCopy())
+	for i, c := range zk2.Status.Conditions {
+		if c.Type == corev1.PodReady || c.Type == corev1.ContainersReady {
+			zk2.Status.Conditions[i].Status, zk2.Status.Conditions[i].Reason = corev1.ConditionTrue, ""
+		}
+	}
+	if err := rh.Client.Status().Patch(ctx, &zk2, statusPatch); err != nil {
+		t.Fatal(err)
+	}
+	policyPatch := client.MergeFrom(zookeeper.DeepCopy())
+	zookeeper.Spec.Priority = 1
+	if err := rh.Client.Patch(ctx, zookeeper, policyPatch); err != nil {
+		t.Fatal(err)
+	}
+	events = rolloutEvents(t, ctx, cs, ns, "zookeeper", 4, time.Minute)
+	maxUnavailable, transitions := watcher.stop()
+	if len(events) != 4 || !strings.HasPrefix(events[0], "Normal RolloutFinished: 2 pods restarted, 0 no longer needed it") {
+		t.Fatalf("after the policy changed, the policy's rollout events:\n%s", strings.Join(events, "\n"))
+	}
+	if maxUnavailable != 1 {
+		t.Fatalf("up to %d zk pods unavailable at once (%d watched transitions), want exactly 1", maxUnavailable, transitions)
+	}
+	for _, p := range waitReadyPods(t, ctx, cs, ns, 3) {
+		if p.Annotations[policy.PolicyAnnotation] != ns+"/zookeeper" {
+			t.Errorf("%s after the rollout: annotations %v", p.Name, p.Annotations)
+		}
+	}
+	t.Logf("figures: the Automatic mode stopped after 1 eviction, evicted nothing in %v of backoff, and after the policy changed restarted 2 more; max zk pods unavailable %d (over %d transitions)",
+		watched, maxUnavailable, transitions)
 }
 
 // automaticRolloutLog is the Automatic mode's log lines about a policy,
