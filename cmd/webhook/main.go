@@ -31,6 +31,7 @@ import (
 	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
 	"github.com/meshrole/meshrole/pkg/rollout"
 	"github.com/meshrole/meshrole/pkg/status"
+	"github.com/meshrole/meshrole/pkg/suggest"
 )
 
 // options are the server's settings.
@@ -49,6 +50,8 @@ type options struct {
 	// off, those policies are reported like Manual ones and nothing is evicted.
 	AutomaticRollout        bool
 	AutomaticRolloutTimeout time.Duration
+	// SuggestEvents publishes suggest's findings as Events on the workloads.
+	SuggestEvents bool
 	// Native mode only.
 	ExcludedNamespaces []string
 	FailurePolicy      string
@@ -97,6 +100,9 @@ func parseOptions(fs *flag.FlagSet, args []string) (options, error) {
 	fs.BoolVar(&opts.AutomaticRollout, "automatic-rollout", true,
 		"Let the leader restart the drifted pods of policies with spec.rollout: Automatic, as kubectl meshrole rollout does. "+
 			"false: no pod is ever evicted by meshrole; Automatic policies are reported like Manual ones.")
+	fs.BoolVar(&opts.SuggestEvents, "suggest-events", false,
+		"Publish what kubectl meshrole suggest finds (peer-replicating workloads, their clients, policies that disagree) as Events on the workloads. "+
+			"Caches every StatefulSet, Deployment, DaemonSet, Service and ConfigMap of the cluster, and needs read access to them.")
 	fs.DurationVar(&opts.AutomaticRolloutTimeout, "automatic-rollout-timeout", rollout.DefaultTimeout,
 		"Automatic mode: how long one pod may take, its eviction while a PodDisruptionBudget refuses it and then its Ready replacement, before the rollout stops and backs off.")
 	fs.Func("native-excluded-namespaces", "Native mode: comma-separated namespaces never mutated, even when labelled (default: kube-system and $POD_NAMESPACE).", func(v string) error {
@@ -207,10 +213,15 @@ func run(opts options) error {
 			return fmt.Errorf("setting up the Automatic rollout mode: %w", err)
 		}
 	}
+	if opts.SuggestEvents {
+		if err := suggest.SetupPublisher(mgr, suggest.PublisherOptions{}); err != nil {
+			return fmt.Errorf("setting up the suggest events: %w", err)
+		}
+	}
 	if opts.Mode == modeNative {
-		log.Info("starting", "mode", opts.Mode, "excludedNamespaces", opts.ExcludedNamespaces, "automaticRollout", opts.AutomaticRollout)
+		log.Info("starting", "mode", opts.Mode, "excludedNamespaces", opts.ExcludedNamespaces, "automaticRollout", opts.AutomaticRollout, "suggestEvents", opts.SuggestEvents)
 	} else {
-		log.Info("starting", "mode", opts.Mode, "webhookPort", opts.WebhookPort, "certDir", opts.CertDir, "automaticRollout", opts.AutomaticRollout)
+		log.Info("starting", "mode", opts.Mode, "webhookPort", opts.WebhookPort, "certDir", opts.CertDir, "automaticRollout", opts.AutomaticRollout, "suggestEvents", opts.SuggestEvents)
 	}
 	return mgr.Start(ctx)
 }

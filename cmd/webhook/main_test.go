@@ -70,3 +70,27 @@ func TestAutomaticRolloutIsOnUnlessTurnedOff(t *testing.T) {
 		}
 	}
 }
+
+// TestSuggestEventsAreOffUnlessAskedFor: the publisher caches every workload,
+// Service and ConfigMap of the cluster, so it runs only when asked for.
+func TestSuggestEventsAreOffUnlessAskedFor(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want bool
+	}{
+		{nil, false},
+		{[]string{"--mode=native"}, false},
+		{[]string{"--suggest-events"}, true},
+		{[]string{"--mode=native", "--suggest-events=true"}, true},
+	} {
+		fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		opts, err := parseOptions(fs, tt.args)
+		if err != nil {
+			t.Fatalf("%v: %v", tt.args, err)
+		}
+		if opts.SuggestEvents != tt.want {
+			t.Errorf("%v: suggest events %v, want %v", tt.args, opts.SuggestEvents, tt.want)
+		}
+	}
+}
