@@ -245,7 +245,9 @@ func NewStore() *Store {
 	return &Store{namespaced: map[string][]*compiledPolicy{}, clusterFor: newClusterResolver(nil)}
 }
 
-// SetMeshRolePolicy adds or replaces a MeshRolePolicy.
+// SetMeshRolePolicy adds or replaces a MeshRolePolicy. The Store keeps
+// references into p (its workload entries and selectors): p must not change
+// afterwards, as an informer's objects never do.
 func (s *Store) SetMeshRolePolicy(p *v1alpha1.MeshRolePolicy) {
 	ref := Ref{Namespace: p.Namespace, Name: p.Name}
 	c := compile(ref, p.Generation, &p.Spec, nil)
@@ -266,7 +268,8 @@ func (s *Store) DeleteMeshRolePolicy(namespace, name string) {
 	s.namespaced[namespace] = left
 }
 
-// SetClusterMeshRolePolicy adds or replaces a ClusterMeshRolePolicy.
+// SetClusterMeshRolePolicy adds or replaces a ClusterMeshRolePolicy; like
+// SetMeshRolePolicy, it keeps references into p.
 func (s *Store) SetClusterMeshRolePolicy(p *v1alpha1.ClusterMeshRolePolicy) {
 	c := compile(Ref{Name: p.Name}, p.Generation, &p.Spec.PolicySpec, &p.Spec.NamespaceSelector)
 	s.mu.Lock()
