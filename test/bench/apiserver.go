@@ -158,7 +158,10 @@ type podCreateResult struct {
 // lands on creates of the same variant. The first warmup creates of each
 // variant are not counted. Each create is checked to have gone through the
 // webhooks it should.
-func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess, n, warmup, block int) (map[string]*podCreateResult, error) {
+//
+// floorPatchWants, when set, is what the do-nothing webhook's patch of
+// another shape (-floor-patch-shape) must give each of its pods.
+func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess, floorPatchWants *podMetadata, n, warmup, block int) (map[string]*podCreateResult, error) {
 	if block <= 0 {
 		return nil, errors.New("pod block must be positive")
 	}
@@ -202,6 +205,9 @@ func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess,
 			policyRef = nsNative + "/p-00000"
 		}
 		patched := got.Labels[policy.IstioInjectKey] == "false" && got.Annotations[prefix+policy.PolicyAnnotation] == policyRef
+		if v.name == variantFloorPatch && floorPatchWants != nil {
+			patched = hasMetadata(got.Labels, got.Annotations, *floorPatchWants)
+		}
 		if patched != v.patched {
 			return 0, fmt.Errorf("pod %s/%s: %s label %q, annotations %v: the %s variant did not go through the webhooks it should",
 				v.namespace, pod.Name, policy.IstioInjectKey, got.Labels[policy.IstioInjectKey], got.Annotations, v.name)

@@ -77,6 +77,7 @@ type config struct {
 	serveFloor, floorCertDir string
 	floorPatch               string
 	webhookPprof             string
+	floorPatchShape          string
 }
 
 func main() {
@@ -100,6 +101,7 @@ func main() {
 	flag.BoolVar(&c.skipMemory, "skip-memory", false, "Skip the memory measurement.")
 	flag.BoolVar(&c.skipHTTP1, "skip-http1", false, "Skip the HTTP/1.1 throughput row.")
 	flag.BoolVar(&c.profile, "profile", false, "Also profile the admission handler (BenchmarkAdmission/meshrole) and print go tool pprof -top.")
+	flag.StringVar(&c.floorPatchShape, "floor-patch-shape", shapeMeshrole, "Pod creates: the shape of the patch the do-nothing webhook answers with, for the patch-shape study: "+strings.Join(patchShapes, ", ")+" (one run per shape).")
 	flag.StringVar(&c.webhookPprof, "webhook-pprof", "", "Save profiles of the webhook in this directory and print their top: CPU during the meshrole HTTP/2 throughput run, heap at each memory reading (forcing a collection first). Needs a webhook built with net/http/pprof's handlers on its metrics server; the product's build has none.")
 	flag.BoolVar(&c.keep, "keep", false, "Keep the control plane's work directory (logs) after the run.")
 	flag.StringVar(&c.serveFloor, "serve-floor", "", "Internal: serve the do-nothing webhook on this loopback address.")
@@ -312,6 +314,7 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 	base := loadgen.Options{RootCAs: roots, Workers: c.workers, Duration: c.duration, Warmup: c.warmup, Body: body}
 
 	var floor *floorProcess
+	var floorPatchWants *podMetadata // with -floor-patch-shape: what its pods must get
 	if err := timed("namespaces and policies; starting the do-nothing webhook", func() error {
 		if err := createNamespaces(ctx, h); err != nil {
 			return err
@@ -322,6 +325,18 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 		patch, err := capturePatch(ctx, h.Webhook.URL(), base)
 		if err != nil {
 			return err
+		}
+		if c.floorPatchShape != shapeMeshrole {
+			pod, err := loadgen.TypicalPod(nsFloorPatch)
+			if err != nil {
+				return err
+			}
+			var wants podMetadata
+			if patch, wants, err = shapePatch(c.floorPatchShape, podMetadata{Labels: pod.Labels, Annotations: pod.Annotations}, patch); err != nil {
+				return err
+			}
+			floorPatchWants = &wants
+			progress("  the do-nothing webhook answers the %s shape: %s", c.floorPatchShape, patch)
 		}
 		patchFile := filepath.Join(h.WorkDir, "do-nothing-patch.json")
 		if err := os.WriteFile(patchFile, patch, 0o644); err != nil {
@@ -411,7 +426,7 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 			if err := installNativeFloor(ctx, h); err != nil {
 				return err
 			}
-			pods, err = measurePodCreates(ctx, h, floor, c.pods, c.podWarmup, c.podBlock)
+			pods, err = measurePodCreates(ctx, h, floor, floorPatchWants, c.pods, c.podWarmup, c.podBlock)
 			return err
 		}); err != nil {
 			return nil, err
@@ -420,7 +435,12 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 		t.section(fmt.Sprintf("pod create through kube-apiserver: %d creates each, one client, variants alternating in blocks of %d", c.pods, c.podBlock))
 		t.info("no webhook: median / p99", dur(none.Median)+" / "+dur(none.P99))
 		t.info("do-nothing webhook: median / p99", dur(fl.Median)+" / "+dur(fl.P99))
-		t.info("do-nothing webhook answering meshrole's patch: median / p99", dur(fp.Median)+" / "+dur(fp.P99))
+		fpLabel := "do-nothing webhook answering meshrole's patch: median / p99"
+		if c.floorPatchShape != shapeMeshrole {
+			fpLabel = fmt.Sprintf("do-nothing webhook answering the %s patch shape: median / p99", c.floorPatchShape)
+		}
+		t.info(fpLabel, dur(fp.Median)+" / "+dur(fp.P99))
+		t.info("that patch / do-nothing: median, p99", ratio(div(fp.Median, fl.Median))+", "+ratio(div(fp.P99, fl.P99)))
 		t.info("meshrole, pod a policy matches (patched): median / p99", dur(mr.Median)+" / "+dur(mr.P99))
 		t.info("meshrole, pod no policy matches: median / p99", dur(un.Median)+" / "+dur(un.P99))
 		t.info("do-nothing / none: median, p99", ratio(div(fl.Median, none.Median))+", "+ratio(div(fl.P99, none.P99)))
