@@ -10,9 +10,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -137,56 +134,17 @@ func (o *suggestOptions) inventory(ctx context.Context, configFlags *genericclio
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	var in []client.ListOption
-	if !o.allNamespaces {
-		in = append(in, client.InNamespace(namespace))
+	if o.allNamespaces {
+		namespace = ""
 	}
-	return liveInventory(ctx, c, in)
+	return readCluster(ctx, c, namespace)
 }
 
-// liveInventory lists what suggest looks at; cluster policies and
-// namespaces are read whatever the scope, since they decide there too.
-func liveInventory(ctx context.Context, c client.Reader, in []client.ListOption) (*suggest.Inventory, error) {
-	var (
-		statefulSets appsv1.StatefulSetList
-		deployments  appsv1.DeploymentList
-		daemonSets   appsv1.DaemonSetList
-		replicaSets  appsv1.ReplicaSetList
-		services     corev1.ServiceList
-		configMaps   corev1.ConfigMapList
-		namespaces   corev1.NamespaceList
-		mrps         v1alpha1.MeshRolePolicyList
-		cmrps        v1alpha1.ClusterMeshRolePolicyList
-	)
-	for _, l := range []struct {
-		list    client.ObjectList
-		what    string
-		cluster bool
-	}{
-		{&statefulSets, "StatefulSets", false}, {&deployments, "Deployments", false}, {&daemonSets, "DaemonSets", false},
-		{&replicaSets, "ReplicaSets", false}, {&services, "Services", false}, {&configMaps, "ConfigMaps", false},
-		{&mrps, "MeshRolePolicies", false}, {&namespaces, "Namespaces", true}, {&cmrps, "ClusterMeshRolePolicies", true},
-	} {
-		opts := in
-		if l.cluster {
-			opts = nil
-		}
-		if err := c.List(ctx, l.list, opts...); err != nil {
-			return nil, fmt.Errorf("listing %s: %w", l.what, err)
-		}
-	}
-	inv := &suggest.Inventory{
-		StatefulSets: statefulSets.Items, Deployments: deployments.Items, DaemonSets: daemonSets.Items,
-		Services: services.Items, ConfigMaps: configMaps.Items, Namespaces: namespaces.Items,
-		MeshRolePolicies: mrps.Items, ClusterMeshRolePolicies: cmrps.Items,
-	}
-	// A ReplicaSet a Deployment owns is that Deployment's pods.
-	for _, rs := range replicaSets.Items {
-		if metav1.GetControllerOf(&rs) == nil {
-			inv.ReplicaSets = append(inv.ReplicaSets, rs)
-		}
-	}
-	return inv, nil
+// readCluster reads what suggest looks at in namespace, every namespace
+// when empty. Unlike the publisher, it reads the ReplicaSets no controller
+// owns: they are workloads of their own, as they are in -f's manifests.
+func readCluster(ctx context.Context, c client.Reader, namespace string) (*suggest.Inventory, error) {
+	return suggest.ReadInventory(ctx, c, suggest.ReadOptions{Namespace: namespace, ReplicaSets: true})
 }
 
 // renderSuggestions is the table of findings.

@@ -1,13 +1,24 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
 	"github.com/meshrole/meshrole/pkg/suggest"
@@ -158,4 +169,115 @@ func TestSuggestTable(t *testing.T) {
 	if r := runPlugin("", "suggest", "-f", "x.yaml", "--min-confidence", "sure"); r.code != 2 || !strings.Contains(r.stderr, "use low, medium or high") {
 		t.Errorf("bad --min-confidence: exit %d: %s", r.code, r.stderr)
 	}
+}
+
+// TestSuggestReadsTheCluster: the live read of -n takes that namespace's
+// workloads, Services and policies, every namespace's labels and every
+// ClusterMeshRolePolicy, and, unlike the publisher's read, the ReplicaSets
+// no controller owns; -A takes every namespace's. A failed list says what.
+func TestSuggestReadsTheCluster(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	meta := func(ns, name string) metav1.ObjectMeta { return metav1.ObjectMeta{Namespace: ns, Name: name} }
+	web := &appsv1.Deployment{ObjectMeta: meta("shop", "web")}
+	web.UID = "web-uid"
+	owned := &appsv1.ReplicaSet{ObjectMeta: meta("shop", "web-5d8f")}
+	owned.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(web, appsv1.SchemeGroupVersion.WithKind("Deployment"))}
+	objects := []client.Object{
+		&corev1.Namespace{ObjectMeta: meta("", "shop")}, &corev1.Namespace{ObjectMeta: meta("", "queue")},
+		&appsv1.StatefulSet{ObjectMeta: meta("shop", "zk")}, &appsv1.StatefulSet{ObjectMeta: meta("queue", "kafka")},
+		web, owned, &appsv1.ReplicaSet{ObjectMeta: meta("shop", "legacy")}, &appsv1.ReplicaSet{ObjectMeta: meta("queue", "old")},
+		&appsv1.DaemonSet{ObjectMeta: meta("queue", "agent")},
+		&corev1.Service{ObjectMeta: meta("shop", "zk")}, &corev1.ConfigMap{ObjectMeta: meta("queue", "kafka")},
+		&v1alpha1.MeshRolePolicy{ObjectMeta: meta("shop", "zookeeper")}, &v1alpha1.MeshRolePolicy{ObjectMeta: meta("queue", "kafka")},
+		&v1alpha1.ClusterMeshRolePolicy{ObjectMeta: meta("", "everyone")},
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objects...).Build()
+	ctx := context.Background()
+
+	read := func(namespace string) []string {
+		t.Helper()
+		inv, err := readCluster(ctx, c, namespace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return inventoryNames(inv)
+	}
+	if got, want := read("shop"), []string{
+		"StatefulSet shop/zk", "Deployment shop/web", "ReplicaSet shop/legacy", "Service shop/zk",
+		"Namespace queue", "Namespace shop", "MeshRolePolicy shop/zookeeper", "ClusterMeshRolePolicy everyone",
+	}; !slices.Equal(got, want) {
+		t.Errorf("-n shop read\n%q\nwant\n%q", got, want)
+	}
+	if got, want := read(""), []string{
+		"StatefulSet queue/kafka", "StatefulSet shop/zk", "Deployment shop/web", "DaemonSet queue/agent",
+		"ReplicaSet queue/old", "ReplicaSet shop/legacy", "Service shop/zk", "ConfigMap queue/kafka",
+		"Namespace queue", "Namespace shop", "MeshRolePolicy queue/kafka", "MeshRolePolicy shop/zookeeper", "ClusterMeshRolePolicy everyone",
+	}; !slices.Equal(got, want) {
+		t.Errorf("-A read\n%q\nwant\n%q", got, want)
+	}
+	publisher, err := suggest.ReadInventory(ctx, c, suggest.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := inventoryNames(publisher); len(got) != 11 || slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "ReplicaSet ") }) {
+		t.Errorf("the publisher's read, every namespace and no ReplicaSet: %q", got)
+	}
+
+	refusing := interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		switch list.(type) {
+		case *v1alpha1.MeshRolePolicyList, *corev1.NamespaceList:
+			return errors.New("forbidden")
+		}
+		return c.List(ctx, list, opts...)
+	}}
+	_, err = readCluster(ctx, fake.NewClientBuilder().WithScheme(scheme).WithInterceptorFuncs(refusing).Build(), "shop")
+	if err == nil || err.Error() != "listing MeshRolePolicies: forbidden" {
+		t.Errorf("read with policies and namespaces refused: %v, want listing MeshRolePolicies: forbidden", err)
+	}
+}
+
+// inventoryNames is "Kind namespace/name" of everything in inv, kind by kind.
+func inventoryNames(inv *suggest.Inventory) []string {
+	var out []string
+	add := func(kind string, o metav1.Object) {
+		name := o.GetName()
+		if o.GetNamespace() != "" {
+			name = o.GetNamespace() + "/" + name
+		}
+		out = append(out, kind+" "+name)
+	}
+	for i := range inv.StatefulSets {
+		add("StatefulSet", &inv.StatefulSets[i])
+	}
+	for i := range inv.Deployments {
+		add("Deployment", &inv.Deployments[i])
+	}
+	for i := range inv.DaemonSets {
+		add("DaemonSet", &inv.DaemonSets[i])
+	}
+	for i := range inv.ReplicaSets {
+		add("ReplicaSet", &inv.ReplicaSets[i])
+	}
+	for i := range inv.Services {
+		add("Service", &inv.Services[i])
+	}
+	for i := range inv.ConfigMaps {
+		add("ConfigMap", &inv.ConfigMaps[i])
+	}
+	for i := range inv.Namespaces {
+		add("Namespace", &inv.Namespaces[i])
+	}
+	for i := range inv.MeshRolePolicies {
+		add("MeshRolePolicy", &inv.MeshRolePolicies[i])
+	}
+	for i := range inv.ClusterMeshRolePolicies {
+		add("ClusterMeshRolePolicy", &inv.ClusterMeshRolePolicies[i])
+	}
+	return out
 }

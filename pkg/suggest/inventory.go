@@ -1,12 +1,16 @@
 package suggest
 
 import (
+	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrole/meshrole/pkg/policy"
 	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
@@ -166,4 +170,89 @@ func (inv *Inventory) workloads() []*workload {
 		out = append(out, &workload{WorkloadRef{"ReplicaSet", o.Namespace, o.Name}, o.Spec.Template.Labels, o.Spec.Selector, replicas(o.Spec.Replicas), &o.Spec.Template.Spec})
 	}
 	return out
+}
+
+// ReadOptions say what ReadInventory reads. The zero value reads every
+// namespace and no ReplicaSets, as the publisher does.
+type ReadOptions struct {
+	// Namespace limits the namespaced kinds to one namespace; every namespace
+	// when empty. Namespaces and ClusterMeshRolePolicies are read whatever the
+	// scope: they decide in it too.
+	Namespace string
+	// ReplicaSets reads the ReplicaSets no controller owns as well, as
+	// kubectl meshrole suggest does to match its -f. The publisher does not:
+	// it would cache every ReplicaSet of the cluster (a Deployment's are its
+	// pods) for the rare bare one.
+	ReplicaSets bool
+}
+
+// ReadInventory lists what suggest looks at (never Pods) through c: a
+// client of the API server, or a controller's cache.
+func ReadInventory(ctx context.Context, c client.Reader, opts ReadOptions) (*Inventory, error) {
+	var (
+		statefulSets appsv1.StatefulSetList
+		deployments  appsv1.DeploymentList
+		daemonSets   appsv1.DaemonSetList
+		replicaSets  appsv1.ReplicaSetList
+		services     corev1.ServiceList
+		configMaps   corev1.ConfigMapList
+		namespaces   corev1.NamespaceList
+		mrps         v1alpha1.MeshRolePolicyList
+		cmrps        v1alpha1.ClusterMeshRolePolicyList
+	)
+	for _, l := range []struct {
+		list    client.ObjectList
+		what    string
+		cluster bool
+		skip    bool
+	}{
+		{list: &statefulSets, what: "StatefulSets"}, {list: &deployments, what: "Deployments"}, {list: &daemonSets, what: "DaemonSets"},
+		{list: &replicaSets, what: "ReplicaSets", skip: !opts.ReplicaSets},
+		{list: &services, what: "Services"}, {list: &configMaps, what: "ConfigMaps"}, {list: &mrps, what: "MeshRolePolicies"},
+		{list: &namespaces, what: "Namespaces", cluster: true}, {list: &cmrps, what: "ClusterMeshRolePolicies", cluster: true},
+	} {
+		if l.skip {
+			continue
+		}
+		var in []client.ListOption
+		if !l.cluster && opts.Namespace != "" {
+			in = append(in, client.InNamespace(opts.Namespace))
+		}
+		if err := c.List(ctx, l.list, in...); err != nil {
+			return nil, fmt.Errorf("listing %s: %w", l.what, err)
+		}
+	}
+	inv := &Inventory{
+		StatefulSets: statefulSets.Items, Deployments: deployments.Items, DaemonSets: daemonSets.Items,
+		Services: services.Items, ConfigMaps: configMaps.Items, Namespaces: namespaces.Items,
+		MeshRolePolicies: mrps.Items, ClusterMeshRolePolicies: cmrps.Items,
+	}
+	// A ReplicaSet a Deployment owns is that Deployment's pods.
+	for _, rs := range replicaSets.Items {
+		if metav1.GetControllerOf(&rs) == nil {
+			inv.ReplicaSets = append(inv.ReplicaSets, rs)
+		}
+	}
+	// A cache lists in no particular order, and the order of the objects
+	// shows in the evidence: sorted, an unchanged cluster gives the same notes.
+	sortByName(inv.StatefulSets)
+	sortByName(inv.Deployments)
+	sortByName(inv.DaemonSets)
+	sortByName(inv.ReplicaSets)
+	sortByName(inv.Services)
+	sortByName(inv.ConfigMaps)
+	sortByName(inv.Namespaces)
+	sortByName(inv.MeshRolePolicies)
+	sortByName(inv.ClusterMeshRolePolicies)
+	return inv, nil
+}
+
+func sortByName[T any, PT interface {
+	*T
+	metav1.Object
+}](items []T) {
+	sort.Slice(items, func(i, j int) bool {
+		a, b := PT(&items[i]), PT(&items[j])
+		return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName())) < 0
+	})
 }

@@ -1,14 +1,12 @@
 package suggest
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"maps"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -179,7 +177,7 @@ func specOrLabelsChanged() predicate.Predicate {
 
 // Reconcile is one pass: read, suggest, announce what is new.
 func (p *Publisher) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
-	inv, err := ReadInventory(ctx, p.reader)
+	inv, err := ReadInventory(ctx, p.reader, ReadOptions{})
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -188,59 +186,6 @@ func (p *Publisher) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{}, p.announce(ctx, findings, inv.objects())
-}
-
-// ReadInventory lists, in every namespace, what the publisher looks at:
-// ReplicaSets are not read (a Deployment's are its pods; a bare one is rare),
-// nor are Pods.
-func ReadInventory(ctx context.Context, c client.Reader) (*Inventory, error) {
-	var (
-		statefulSets appsv1.StatefulSetList
-		deployments  appsv1.DeploymentList
-		daemonSets   appsv1.DaemonSetList
-		services     corev1.ServiceList
-		configMaps   corev1.ConfigMapList
-		namespaces   corev1.NamespaceList
-		mrps         v1alpha1.MeshRolePolicyList
-		cmrps        v1alpha1.ClusterMeshRolePolicyList
-	)
-	for _, l := range []struct {
-		list client.ObjectList
-		what string
-	}{
-		{&statefulSets, "StatefulSets"}, {&deployments, "Deployments"}, {&daemonSets, "DaemonSets"},
-		{&services, "Services"}, {&configMaps, "ConfigMaps"}, {&namespaces, "Namespaces"},
-		{&mrps, "MeshRolePolicies"}, {&cmrps, "ClusterMeshRolePolicies"},
-	} {
-		if err := c.List(ctx, l.list); err != nil {
-			return nil, fmt.Errorf("listing %s: %w", l.what, err)
-		}
-	}
-	// A cache lists in no particular order, and the order of the objects
-	// shows in the evidence: sorted, an unchanged cluster gives the same notes.
-	sortByName(statefulSets.Items)
-	sortByName(deployments.Items)
-	sortByName(daemonSets.Items)
-	sortByName(services.Items)
-	sortByName(configMaps.Items)
-	sortByName(namespaces.Items)
-	sortByName(mrps.Items)
-	sortByName(cmrps.Items)
-	return &Inventory{
-		StatefulSets: statefulSets.Items, Deployments: deployments.Items, DaemonSets: daemonSets.Items,
-		Services: services.Items, ConfigMaps: configMaps.Items, Namespaces: namespaces.Items,
-		MeshRolePolicies: mrps.Items, ClusterMeshRolePolicies: cmrps.Items,
-	}, nil
-}
-
-func sortByName[T any, PT interface {
-	*T
-	metav1.Object
-}](items []T) {
-	sort.Slice(items, func(i, j int) bool {
-		a, b := PT(&items[i]), PT(&items[j])
-		return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName())) < 0
-	})
 }
 
 // objects maps each workload to its object, for the Events' regarding.
