@@ -48,13 +48,13 @@ func TestRollout(t *testing.T) {
 		testRolloutAutomaticStops(t, ctx, rh, cs)
 	})
 	t.Run("a replacement that never becomes Ready stops the rollout; run again, the budget refuses evictions until it is Ready, then the rollout finishes", func(t *testing.T) {
-		testRolloutStopsAtUnreadyReplacement(t, ctx, rh, cs)
+		testRolloutStopsAtUnreadyReplacement(t, ctx, rh)
 	})
 	t.Run("kubectl meshrole rollout: --dry-run prints the plan and evicts nothing, then an OnDelete StatefulSet converges", func(t *testing.T) {
-		testRolloutCommand(t, ctx, rh, cs)
+		testRolloutCommand(t, ctx, rh)
 	})
 	t.Run("every file of examples/ applied in one go, no waits: every pod ends with its verdict, pods that raced their policy converged by rollout", func(t *testing.T) {
-		testExamplesAtOnce(t, ctx, rh, cs)
+		testExamplesAtOnce(t, ctx, rh)
 	})
 }
 
@@ -62,7 +62,7 @@ func TestRollout(t *testing.T) {
 // apply -R -f examples/ does: namespaces first, then everything else at
 // once, waiting for nothing. Pods that reach the webhook before their policy
 // get no verdict; rollout must find exactly those and converge them.
-func testExamplesAtOnce(t *testing.T, ctx context.Context, rh *harness.Harness, cs kubernetes.Interface) {
+func testExamplesAtOnce(t *testing.T, ctx context.Context, rh *harness.Harness) {
 	files, err := filepath.Glob(filepath.Join(rh.Root, "examples", "*", "*.yaml"))
 	if err != nil || len(files) < 20 {
 		t.Fatalf("examples: %v %v", files, err)
@@ -107,14 +107,14 @@ func testExamplesAtOnce(t *testing.T, ctx context.Context, rh *harness.Harness, 
 	}
 	total := 0
 	for ns, n := range wantPods {
-		waitReadyPods(t, ctx, cs, ns, n)
+		waitReadyPods(t, ctx, rh, ns, n)
 		total += n
 	}
 	if len(wantPods) != len(namespaces) || total < 20 {
 		t.Fatalf("%d pods in %d namespaces from %d example namespaces: the examples' workloads were not read", total, len(wantPods), len(namespaces))
 	}
 
-	store := storeFromCluster(t, ctx, rh.Client)
+	store := policyStore(t, ctx, rh)
 	raced, err := rollout.Find(ctx, rh.Client, store, rollout.Scope{AllNamespaces: true})
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +140,7 @@ func testExamplesAtOnce(t *testing.T, ctx context.Context, rh *harness.Harness, 
 	}
 	withVerdict := 0
 	for ns, n := range wantPods {
-		for _, p := range waitReadyPods(t, ctx, cs, ns, n) {
+		for _, p := range waitReadyPods(t, ctx, rh, ns, n) {
 			if p.Annotations[policy.PolicyAnnotation] == ns+"/"+policyNameIn(rest, ns) {
 				withVerdict++
 			}
@@ -168,21 +168,15 @@ func policyNameIn(objs []*unstructured.Unstructured, namespace string) string {
 
 // testRolloutCommand drives the same code through the plugin, as a user
 // would: the plan first, then the rollout.
-func testRolloutCommand(t *testing.T, ctx context.Context, rh *harness.Harness, cs kubernetes.Interface) {
+func testRolloutCommand(t *testing.T, ctx context.Context, rh *harness.Harness) {
 	const ns = "rollout-cli"
-	zk := map[string]string{"app": "zookeeper"}
 	createObjects(t, ctx, rh.Client,
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
-		rolloutStatefulSet(ns, "zk", zk, appsv1.OnDeleteStatefulSetStrategyType), minAvailable(ns, "zk", zk, 2),
+		enabledNamespace(ns),
+		rolloutStatefulSet(ns, "zk", zookeepers, appsv1.OnDeleteStatefulSetStrategyType), minAvailable(ns, "zk", zookeepers, 2),
 	)
-	before := waitReadyPods(t, ctx, cs, ns, 3)
-	createObjects(t, ctx, rh.Client, &v1alpha1.MeshRolePolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "zookeeper"},
-		Spec: v1alpha1.PolicySpec{Workloads: []v1alpha1.Workload{
-			{Name: "quorum", Selector: metav1.LabelSelector{MatchLabels: zk}, Role: v1alpha1.RolePeerStateful},
-		}},
-	})
-	waitWebhookDecides(t, ctx, rh.Client, ns, zk, "quorum")
+	before := waitReadyPods(t, ctx, rh, ns, 3)
+	createObjects(t, ctx, rh.Client, zookeeperPolicy(ns, ""))
+	waitWebhookDecides(t, ctx, rh.Client, ns, zookeepers, "quorum")
 
 	dry := kubectlMeshrole(t, "--kubeconfig", rh.Kubeconfig, "rollout", "-n", ns, "--dry-run")
 	if dry.code != 0 {
@@ -193,7 +187,7 @@ func testRolloutCommand(t *testing.T, ctx context.Context, rh *harness.Harness, 
 			t.Errorf("the plan lacks %q:\n%s", want, dry.stdout)
 		}
 	}
-	for _, p := range waitReadyPods(t, ctx, cs, ns, 3) {
+	for _, p := range waitReadyPods(t, ctx, rh, ns, 3) {
 		if i := slices.IndexFunc(before, func(b corev1.Pod) bool { return b.Name == p.Name }); i < 0 || before[i].UID != p.UID {
 			t.Fatalf("pod %s was replaced by a dry run", p.Name)
 		}
@@ -203,7 +197,7 @@ func testRolloutCommand(t *testing.T, ctx context.Context, rh *harness.Harness, 
 	if run.code != 0 || !strings.Contains(run.stdout, "3 pods restarted") {
 		t.Fatalf("rollout: exit %d, want 0 and 3 pods restarted:\n%s%s", run.code, run.stdout, run.stderr)
 	}
-	for _, p := range waitReadyPods(t, ctx, cs, ns, 3) {
+	for _, p := range waitReadyPods(t, ctx, rh, ns, 3) {
 		if p.Annotations[policy.PolicyAnnotation] != ns+"/zookeeper" || p.Labels[policy.IstioInjectKey] != "false" {
 			t.Errorf("pod %s after the rollout: labels %v annotations %v, want its verdict", p.Name, p.Labels, p.Annotations)
 		}
@@ -228,12 +222,8 @@ func TestRolloutAutomaticNative(t *testing.T) {
 // nodes running pods needs.
 func startRolloutCluster(t *testing.T, ctx context.Context, mode harness.Mode) (*harness.Harness, kubernetes.Interface) {
 	t.Helper()
-	root, err := harness.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The Automatic mode's stops come after 15s, not the default 5m.
-	rh, err := harness.Start(ctx, harness.Options{Root: root, Mode: mode, WebhookArgs: []string{"--automatic-rollout-timeout=15s"}})
+	rh, err := harness.Start(ctx, harness.Options{Mode: mode, WebhookArgs: []string{"--automatic-rollout-timeout=15s"}, Controllers: harness.ClusterControllers})
 	if err != nil {
 		t.Fatalf("starting the rollout control plane: %v", err)
 	}
@@ -246,19 +236,6 @@ func startRolloutCluster(t *testing.T, ctx context.Context, mode harness.Mode) (
 			t.Errorf("stopping the rollout control plane: %v", err)
 		}
 	})
-	// The harness's workload controllers and the disruption controller.
-	if err := rh.ControllerManager.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	controllers := append([]string{
-		"deployment-controller", "replicaset-controller", "statefulset-controller",
-		"serviceaccount-controller", "garbage-collector-controller", "namespace-controller",
-	}, harness.ClusterControllers...)
-	rh.ControllerManager, err = harness.StartControllerManager(rh.K8sBin, rh.Kubeconfig,
-		filepath.Join(rh.WorkDir, "kube-controller-manager-cluster.log"), controllers...)
-	if err != nil {
-		t.Fatal(err)
-	}
 	c, err := rh.StartCluster(ctx, 2)
 	if err != nil {
 		t.Fatalf("starting kube-scheduler and kwok: %v", err)
@@ -278,38 +255,80 @@ func startRolloutCluster(t *testing.T, ctx context.Context, mode harness.Mode) (
 	return rh, cs
 }
 
-func testRolloutSeed(t *testing.T, ctx context.Context, rh *harness.Harness, cs kubernetes.Interface) {
-	const ns = "rollout-eureka"
-	servers := map[string]string{"app": "eureka-server"}
-	clients := map[string]string{"app": "eureka-client"}
+// zookeepers are the labels of the zk StatefulSet's pods.
+var zookeepers = map[string]string{"app": "zookeeper"}
+
+// The seed's scene: Eureka servers, a StatefulSet behind a headless Service
+// with a budget, and their clients, a Deployment.
+var (
+	eurekaServers = map[string]string{"app": "eureka-server"}
+	eurekaClients = map[string]string{"app": "eureka-client"}
+)
+
+// createSeedScene creates the seed's scene, with no policy, in a new enabled
+// namespace, and returns its five pods once they run: none has a verdict.
+func createSeedScene(t *testing.T, ctx context.Context, rh *harness.Harness, ns string) []corev1.Pod {
+	t.Helper()
 	createObjects(t, ctx, rh.Client,
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
+		enabledNamespace(ns),
 		&corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "eureka-server"},
-			Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: servers,
+			Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: eurekaServers,
 				Ports: []corev1.ServicePort{{Name: "http", Port: 8761}}},
 		},
-		rolloutStatefulSet(ns, "eureka-server", servers, appsv1.RollingUpdateStatefulSetStrategyType),
-		minAvailable(ns, "eureka-server", servers, 2),
-		rolloutDeployment(ns, "eureka-client", clients, 2),
+		rolloutStatefulSet(ns, "eureka-server", eurekaServers, appsv1.RollingUpdateStatefulSetStrategyType),
+		minAvailable(ns, "eureka-server", eurekaServers, 2),
+		rolloutDeployment(ns, "eureka-client", eurekaClients, 2),
 	)
-	before := waitReadyPods(t, ctx, cs, ns, 5)
-	for _, p := range before {
+	pods := waitReadyPods(t, ctx, rh, ns, 5)
+	for _, p := range pods {
 		if _, ok := p.Annotations[policy.PolicyAnnotation]; ok {
 			t.Fatalf("pod %s has a verdict before any policy exists: %v", p.Name, p.Annotations)
 		}
 	}
+	return pods
+}
 
-	createObjects(t, ctx, rh.Client, &v1alpha1.MeshRolePolicy{
+// seedPolicy is the seed's policy "eureka" for the scene in ns.
+func seedPolicy(ns string, mode v1alpha1.Rollout) *v1alpha1.MeshRolePolicy {
+	return &v1alpha1.MeshRolePolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "eureka"},
-		Spec: v1alpha1.PolicySpec{Workloads: []v1alpha1.Workload{
-			{Name: "eureka-peers", Selector: metav1.LabelSelector{MatchLabels: servers}, Role: v1alpha1.RolePeerStateful},
-			{Name: "eureka-clients", Selector: metav1.LabelSelector{MatchLabels: clients}, Role: v1alpha1.RoleClientStateless,
+		Spec: v1alpha1.PolicySpec{Rollout: mode, Workloads: []v1alpha1.Workload{
+			{Name: "eureka-peers", Selector: metav1.LabelSelector{MatchLabels: eurekaServers}, Role: v1alpha1.RolePeerStateful},
+			{Name: "eureka-clients", Selector: metav1.LabelSelector{MatchLabels: eurekaClients}, Role: v1alpha1.RoleClientStateless,
 				Client: &v1alpha1.ClientSettings{ExcludeOutboundPorts: []v1alpha1.Port{8761}}},
 		}},
-	})
-	waitWebhookDecides(t, ctx, rh.Client, ns, servers, "eureka-peers")
-	store := storeFromCluster(t, ctx, rh.Client)
+	}
+}
+
+// checkSeedVerdicts checks that the seed scene's pods were all replaced and
+// carry the verdicts of seedPolicy: servers peers without a sidecar, clients
+// clients.
+func checkSeedVerdicts(t *testing.T, ns string, before, after []corev1.Pod) {
+	t.Helper()
+	for _, p := range after {
+		want := "eureka-clients"
+		if p.Labels["app"] == "eureka-server" {
+			want = "eureka-peers"
+			if p.Labels[policy.IstioInjectKey] != "false" {
+				t.Errorf("%s: label %s=%q, want false", p.Name, policy.IstioInjectKey, p.Labels[policy.IstioInjectKey])
+			}
+		}
+		if p.Annotations[policy.PolicyAnnotation] != ns+"/eureka" || p.Annotations[policy.WorkloadAnnotation] != want {
+			t.Errorf("%s after the rollout: annotations %v, want the verdict of %s/eureka, %s", p.Name, p.Annotations, ns, want)
+		}
+		if slices.ContainsFunc(before, func(b corev1.Pod) bool { return b.UID == p.UID }) {
+			t.Errorf("%s (uid %s) was never restarted", p.Name, p.UID)
+		}
+	}
+}
+
+func testRolloutSeed(t *testing.T, ctx context.Context, rh *harness.Harness, cs kubernetes.Interface) {
+	const ns = "rollout-eureka"
+	before := createSeedScene(t, ctx, rh, ns)
+	createObjects(t, ctx, rh.Client, seedPolicy(ns, ""))
+	waitWebhookDecides(t, ctx, rh.Client, ns, eurekaServers, "eureka-peers")
+	store := policyStore(t, ctx, rh)
 
 	targets, err := rollout.Find(ctx, rh.Client, store, rollout.Scope{Namespace: ns})
 	if err != nil {
@@ -373,22 +392,7 @@ func testRolloutSeed(t *testing.T, ctx context.Context, rh *harness.Harness, cs 
 		t.Fatalf("the watch never saw a server pod unavailable (%d transitions): it did not watch the rollout", transitions)
 	}
 
-	after := waitReadyPods(t, ctx, cs, ns, 5)
-	for _, p := range after {
-		want := "eureka-clients"
-		if p.Labels["app"] == "eureka-server" {
-			want = "eureka-peers"
-			if p.Labels[policy.IstioInjectKey] != "false" {
-				t.Errorf("%s: label %s=%q, want false", p.Name, policy.IstioInjectKey, p.Labels[policy.IstioInjectKey])
-			}
-		}
-		if p.Annotations[policy.PolicyAnnotation] != ns+"/eureka" || p.Annotations[policy.WorkloadAnnotation] != want {
-			t.Errorf("%s after the rollout: annotations %v, want the verdict of %s/eureka, %s", p.Name, p.Annotations, ns, want)
-		}
-		if slices.ContainsFunc(before, func(b corev1.Pod) bool { return b.UID == p.UID }) {
-			t.Errorf("%s (uid %s) was never restarted", p.Name, p.UID)
-		}
-	}
+	checkSeedVerdicts(t, ns, before, waitReadyPods(t, ctx, rh, ns, 5))
 	left, err := rollout.Find(ctx, rh.Client, store, rollout.Scope{Namespace: ns})
 	if err != nil || len(left) != 0 {
 		t.Fatalf("drifted after the rollout: %+v (%v)", left, err)
@@ -419,37 +423,12 @@ func testRolloutSeed(t *testing.T, ctx context.Context, rh *harness.Harness, cs 
 // converges the pods itself, with the same Runner and the same promises.
 func testRolloutAutomatic(t *testing.T, ctx context.Context, rh *harness.Harness, cs kubernetes.Interface) {
 	const ns = "rollout-automatic"
-	servers := map[string]string{"app": "eureka-server"}
-	clients := map[string]string{"app": "eureka-client"}
-	createObjects(t, ctx, rh.Client,
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
-		&corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "eureka-server"},
-			Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: servers,
-				Ports: []corev1.ServicePort{{Name: "http", Port: 8761}}},
-		},
-		rolloutStatefulSet(ns, "eureka-server", servers, appsv1.RollingUpdateStatefulSetStrategyType),
-		minAvailable(ns, "eureka-server", servers, 2),
-		rolloutDeployment(ns, "eureka-client", clients, 2),
-	)
-	before := waitReadyPods(t, ctx, cs, ns, 5)
-	for _, p := range before {
-		if _, ok := p.Annotations[policy.PolicyAnnotation]; ok {
-			t.Fatalf("pod %s has a verdict before any policy exists: %v", p.Name, p.Annotations)
-		}
-	}
+	before := createSeedScene(t, ctx, rh, ns)
 
 	watcher := watchAvailability(t, ctx, cs, ns, "app=eureka-server", 3)
 	clientWatcher := watchAvailability(t, ctx, cs, ns, "app=eureka-client", 2)
 	start := time.Now()
-	createObjects(t, ctx, rh.Client, &v1alpha1.MeshRolePolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "eureka"},
-		Spec: v1alpha1.PolicySpec{Rollout: v1alpha1.RolloutAutomatic, Workloads: []v1alpha1.Workload{
-			{Name: "eureka-peers", Selector: metav1.LabelSelector{MatchLabels: servers}, Role: v1alpha1.RolePeerStateful},
-			{Name: "eureka-clients", Selector: metav1.LabelSelector{MatchLabels: clients}, Role: v1alpha1.RoleClientStateless,
-				Client: &v1alpha1.ClientSettings{ExcludeOutboundPorts: []v1alpha1.Port{8761}}},
-		}},
-	})
+	createObjects(t, ctx, rh.Client, seedPolicy(ns, v1alpha1.RolloutAutomatic))
 
 	// Converged: five Ready pods, every one a replacement carrying its verdict.
 	converged := func(pods []corev1.Pod) bool {
@@ -457,7 +436,7 @@ func testRolloutAutomatic(t *testing.T, ctx context.Context, rh *harness.Harness
 		for i := range pods {
 			p := &pods[i]
 			replaced := !slices.ContainsFunc(before, func(b corev1.Pod) bool { return b.UID == p.UID })
-			if replaced && p.DeletionTimestamp == nil && isPodReady(p) && p.Annotations[policy.PolicyAnnotation] == ns+"/eureka" {
+			if replaced && p.DeletionTimestamp == nil && harness.PodReady(p) && p.Annotations[policy.PolicyAnnotation] == ns+"/eureka" {
 				ok++
 			}
 		}
@@ -477,7 +456,7 @@ func testRolloutAutomatic(t *testing.T, ctx context.Context, rh *harness.Harness
 		if time.Now().After(deadline) {
 			var state []string
 			for _, p := range pods {
-				state = append(state, fmt.Sprintf("%s (uid %s, ready %v, verdict %q)", p.Name, p.UID, isPodReady(&p), p.Annotations[policy.PolicyAnnotation]))
+				state = append(state, fmt.Sprintf("%s (uid %s, ready %v, verdict %q)", p.Name, p.UID, harness.PodReady(&p), p.Annotations[policy.PolicyAnnotation]))
 			}
 			t.Fatalf("the Automatic policy did not converge the pods in 2m: %s", strings.Join(state, "; "))
 		}
@@ -492,19 +471,8 @@ func testRolloutAutomatic(t *testing.T, ctx context.Context, rh *harness.Harness
 	if maxClientsUnavailable != 1 {
 		t.Fatalf("up to %d eureka-client pods unavailable at once, want exactly 1: one pod per owner at a time", maxClientsUnavailable)
 	}
-	for _, p := range pods {
-		want := "eureka-clients"
-		if p.Labels["app"] == "eureka-server" {
-			want = "eureka-peers"
-			if p.Labels[policy.IstioInjectKey] != "false" {
-				t.Errorf("%s: label %s=%q, want false", p.Name, policy.IstioInjectKey, p.Labels[policy.IstioInjectKey])
-			}
-		}
-		if p.Annotations[policy.WorkloadAnnotation] != want {
-			t.Errorf("%s: workload %q, want %s", p.Name, p.Annotations[policy.WorkloadAnnotation], want)
-		}
-	}
-	left, err := rollout.Find(ctx, rh.Client, storeFromCluster(t, ctx, rh.Client), rollout.Scope{Namespace: ns})
+	checkSeedVerdicts(t, ns, before, pods)
+	left, err := rollout.Find(ctx, rh.Client, policyStore(t, ctx, rh), rollout.Scope{Namespace: ns})
 	if err != nil || len(left) != 0 {
 		t.Fatalf("drifted after the Automatic rollout: %v (%v)", podNamesOf(left), err)
 	}
@@ -554,27 +522,21 @@ func rolloutEvents(t *testing.T, ctx context.Context, cs kubernetes.Interface, n
 // drifted; a change of the policy ends the backoff and it finishes.
 func testRolloutAutomaticStops(t *testing.T, ctx context.Context, rh *harness.Harness, cs kubernetes.Interface) {
 	const ns = "rollout-automatic-stuck"
-	zk := map[string]string{"app": "zookeeper"}
 	// OnDelete: the template change reaches only pods created after it. No
 	// budget: only the Automatic mode's own rules keep a second pod up.
-	sts := rolloutStatefulSet(ns, "zk", zk, appsv1.OnDeleteStatefulSetStrategyType)
+	sts := rolloutStatefulSet(ns, "zk", zookeepers, appsv1.OnDeleteStatefulSetStrategyType)
 	createObjects(t, ctx, rh.Client,
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
+		enabledNamespace(ns),
 		sts,
 	)
-	before := waitReadyPods(t, ctx, cs, ns, 3)
+	before := waitReadyPods(t, ctx, rh, ns, 3)
 	patch := client.MergeFrom(sts.DeepCopy())
 	sts.Spec.Template.Labels[harness.NeverReadyLabel] = "true"
 	if err := rh.Client.Patch(ctx, sts, patch); err != nil {
 		t.Fatal(err)
 	}
 	watcher := watchAvailability(t, ctx, cs, ns, "app=zookeeper", 3)
-	zookeeper := &v1alpha1.MeshRolePolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "zookeeper"},
-		Spec: v1alpha1.PolicySpec{Rollout: v1alpha1.RolloutAutomatic, Workloads: []v1alpha1.Workload{
-			{Name: "quorum", Selector: metav1.LabelSelector{MatchLabels: zk}, Role: v1alpha1.RolePeerStateful},
-		}},
-	}
+	zookeeper := zookeeperPolicy(ns, v1alpha1.RolloutAutomatic)
 	createObjects(t, ctx, rh.Client, zookeeper)
 
 	// The harness runs the webhook with --automatic-rollout-timeout=15s.
@@ -589,17 +551,8 @@ func testRolloutAutomaticStops(t *testing.T, ctx context.Context, rh *harness.Ha
 	// Backing off: zk-1 and zk-0 stay drifted and untouched.
 	const watched = 10 * time.Second
 	time.Sleep(watched)
-	var pods corev1.PodList
-	if err := rh.Client.List(ctx, &pods, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range pods.Items {
-		wasThere := slices.ContainsFunc(before, func(b corev1.Pod) bool { return b.UID == p.UID })
-		if (p.Name == "zk-2") == wasThere {
-			t.Errorf("%s: original pod %v; want only zk-2 replaced while the Automatic mode backs off", p.Name, wasThere)
-		}
-	}
-	left, err := rollout.Find(ctx, rh.Client, storeFromCluster(t, ctx, rh.Client), rollout.Scope{Namespace: ns})
+	checkOnlyZK2Replaced(t, ctx, rh.Client, ns, before, " while the Automatic mode backs off")
+	left, err := rollout.Find(ctx, rh.Client, policyStore(t, ctx, rh), rollout.Scope{Namespace: ns})
 	if err != nil || !slices.Equal(podNamesOf(left), []string{"zk-0", "zk-1"}) {
 		t.Fatalf("drifted while backing off: %v (%v), want zk-0 and zk-1", podNamesOf(left), err)
 	}
@@ -614,17 +567,7 @@ func testRolloutAutomaticStops(t *testing.T, ctx context.Context, rh *harness.Ha
 	if err := rh.Client.Patch(ctx, sts, patch); err != nil {
 		t.Fatal(err)
 	}
-	var zk2 corev1.Pod
-	if err := rh.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "zk-2"}, &zk2); err != nil {
-		t.Fatal(err)
-	}
-	statusPatch := client.MergeFrom(zk2.DeepCopy())
-	for i, c := range zk2.Status.Conditions {
-		if c.Type == corev1.PodReady || c.Type == corev1.ContainersReady {
-			zk2.Status.Conditions[i].Status, zk2.Status.Conditions[i].Reason = corev1.ConditionTrue, ""
-		}
-	}
-	if err := rh.Client.Status().Patch(ctx, &zk2, statusPatch); err != nil {
+	if err := makeReady(ctx, rh.Client, ns, "zk-2"); err != nil {
 		t.Fatal(err)
 	}
 	policyPatch := client.MergeFrom(zookeeper.DeepCopy())
@@ -640,7 +583,7 @@ func testRolloutAutomaticStops(t *testing.T, ctx context.Context, rh *harness.Ha
 	if maxUnavailable != 1 {
 		t.Fatalf("up to %d zk pods unavailable at once (%d watched transitions), want exactly 1", maxUnavailable, transitions)
 	}
-	for _, p := range waitReadyPods(t, ctx, cs, ns, 3) {
+	for _, p := range waitReadyPods(t, ctx, rh, ns, 3) {
 		if p.Annotations[policy.PolicyAnnotation] != ns+"/zookeeper" {
 			t.Errorf("%s after the rollout: annotations %v", p.Name, p.Annotations)
 		}
@@ -674,30 +617,24 @@ func automaticRolloutLog(t *testing.T, path, policyRef string) []string {
 	return out
 }
 
-func testRolloutStopsAtUnreadyReplacement(t *testing.T, ctx context.Context, rh *harness.Harness, cs kubernetes.Interface) {
+func testRolloutStopsAtUnreadyReplacement(t *testing.T, ctx context.Context, rh *harness.Harness) {
 	const ns = "rollout-stuck"
-	zk := map[string]string{"app": "zookeeper"}
 	// OnDelete: the template change below reaches only pods created after it.
-	sts := rolloutStatefulSet(ns, "zk", zk, appsv1.OnDeleteStatefulSetStrategyType)
+	sts := rolloutStatefulSet(ns, "zk", zookeepers, appsv1.OnDeleteStatefulSetStrategyType)
 	createObjects(t, ctx, rh.Client,
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
-		sts, minAvailable(ns, "zk", zk, 2),
+		enabledNamespace(ns),
+		sts, minAvailable(ns, "zk", zookeepers, 2),
 	)
-	before := waitReadyPods(t, ctx, cs, ns, 3)
-	createObjects(t, ctx, rh.Client, &v1alpha1.MeshRolePolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "zookeeper"},
-		Spec: v1alpha1.PolicySpec{Workloads: []v1alpha1.Workload{
-			{Name: "quorum", Selector: metav1.LabelSelector{MatchLabels: zk}, Role: v1alpha1.RolePeerStateful},
-		}},
-	})
-	waitWebhookDecides(t, ctx, rh.Client, ns, zk, "quorum")
+	before := waitReadyPods(t, ctx, rh, ns, 3)
+	createObjects(t, ctx, rh.Client, zookeeperPolicy(ns, ""))
+	waitWebhookDecides(t, ctx, rh.Client, ns, zookeepers, "quorum")
 	patch := client.MergeFrom(sts.DeepCopy())
 	sts.Spec.Template.Labels[harness.NeverReadyLabel] = "true"
 	if err := rh.Client.Patch(ctx, sts, patch); err != nil {
 		t.Fatal(err)
 	}
 
-	store := storeFromCluster(t, ctx, rh.Client)
+	store := policyStore(t, ctx, rh)
 	targets, err := rollout.Find(ctx, rh.Client, store, rollout.Scope{Namespace: ns})
 	if err != nil || len(targets) != 3 {
 		t.Fatalf("%d drifted pods (%v), want 3", len(targets), err)
@@ -716,16 +653,7 @@ func testRolloutStopsAtUnreadyReplacement(t *testing.T, ctx context.Context, rh 
 	if result.Restarted != 0 {
 		t.Fatalf("result %+v", result)
 	}
-	var pods corev1.PodList
-	if err := rh.Client.List(ctx, &pods, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range pods.Items {
-		wasThere := slices.ContainsFunc(before, func(b corev1.Pod) bool { return b.UID == p.UID })
-		if (p.Name == "zk-2") == wasThere {
-			t.Errorf("%s: original pod %v; want only zk-2 replaced", p.Name, wasThere)
-		}
-	}
+	checkOnlyZK2Replaced(t, ctx, rh.Client, ns, before, "")
 	t.Logf("stopped as it should: %v", err)
 
 	// Run again with replacements that become Ready: zk-2's replacement
@@ -744,20 +672,8 @@ func testRolloutStopsAtUnreadyReplacement(t *testing.T, ctx context.Context, rh 
 	var unblocked sync.WaitGroup
 	unblocked.Go(func() {
 		time.Sleep(unblockAfter)
-		var zk2 corev1.Pod
-		if err := rh.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "zk-2"}, &zk2); err != nil {
-			t.Errorf("reading zk-2: %v", err)
-			return
-		}
-		patch := client.MergeFrom(zk2.DeepCopy())
-		for i, c := range zk2.Status.Conditions {
-			if c.Type == corev1.PodReady || c.Type == corev1.ContainersReady {
-				zk2.Status.Conditions[i].Status = corev1.ConditionTrue
-				zk2.Status.Conditions[i].Reason = ""
-			}
-		}
-		if err := rh.Client.Status().Patch(ctx, &zk2, patch); err != nil {
-			t.Errorf("making zk-2 Ready: %v", err)
+		if err := makeReady(ctx, rh.Client, ns, "zk-2"); err != nil {
+			t.Error(err)
 		}
 	})
 	progress.Reset()
@@ -779,9 +695,59 @@ func testRolloutStopsAtUnreadyReplacement(t *testing.T, ctx context.Context, rh 
 	if took := time.Since(start); took < unblockAfter {
 		t.Fatalf("the rollout finished in %v, before zk-2 was Ready", took)
 	}
-	waitReadyPods(t, ctx, cs, ns, 3)
+	waitReadyPods(t, ctx, rh, ns, 3)
 	t.Logf("figures: eviction of zk-1 refused %d times while zk-2 was unready, then granted; second rollout took %v",
 		refused, time.Since(start).Round(100*time.Millisecond))
+}
+
+func enabledNamespace(ns string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}}
+}
+
+// zookeeperPolicy is the policy "zookeeper" of the zk StatefulSet in ns:
+// its pods, app=zookeeper, are the peers of workload "quorum".
+func zookeeperPolicy(ns string, mode v1alpha1.Rollout) *v1alpha1.MeshRolePolicy {
+	return &v1alpha1.MeshRolePolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "zookeeper"},
+		Spec: v1alpha1.PolicySpec{Rollout: mode, Workloads: []v1alpha1.Workload{
+			{Name: "quorum", Selector: metav1.LabelSelector{MatchLabels: zookeepers}, Role: v1alpha1.RolePeerStateful},
+		}},
+	}
+}
+
+// checkOnlyZK2Replaced checks that of the zk pods in ns, zk-2 alone is not
+// one of before; when says when, in the message.
+func checkOnlyZK2Replaced(t *testing.T, ctx context.Context, c client.Client, ns string, before []corev1.Pod, when string) {
+	t.Helper()
+	var pods corev1.PodList
+	if err := c.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		wasThere := slices.ContainsFunc(before, func(b corev1.Pod) bool { return b.UID == p.UID })
+		if (p.Name == "zk-2") == wasThere {
+			t.Errorf("%s: original pod %v; want only zk-2 replaced%s", p.Name, wasThere, when)
+		}
+	}
+}
+
+// makeReady sets the pod's Ready and ContainersReady conditions True, as
+// kwok would have had the pod not been labelled harness.NeverReadyLabel.
+func makeReady(ctx context.Context, c client.Client, ns, name string) error {
+	var pod corev1.Pod
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &pod); err != nil {
+		return fmt.Errorf("reading %s: %w", name, err)
+	}
+	patch := client.MergeFrom(pod.DeepCopy())
+	for i, cond := range pod.Status.Conditions {
+		if cond.Type == corev1.PodReady || cond.Type == corev1.ContainersReady {
+			pod.Status.Conditions[i].Status, pod.Status.Conditions[i].Reason = corev1.ConditionTrue, ""
+		}
+	}
+	if err := c.Status().Patch(ctx, &pod, patch); err != nil {
+		return fmt.Errorf("making %s Ready: %w", name, err)
+	}
+	return nil
 }
 
 func createObjects(t *testing.T, ctx context.Context, c client.Client, objects ...client.Object) {
@@ -838,37 +804,17 @@ func minAvailable(ns, name string, lbls map[string]string, n int32) *policyv1.Po
 }
 
 // waitReadyPods waits until the namespace has n pods, all Running and
-// Ready, none being deleted.
-func waitReadyPods(t *testing.T, ctx context.Context, cs kubernetes.Interface, ns string, n int) []corev1.Pod {
+// Ready, none being deleted, for as long as ctx lasts.
+func waitReadyPods(t *testing.T, ctx context.Context, rh *harness.Harness, ns string, n int) []corev1.Pod {
 	t.Helper()
 	start := time.Now()
-	for {
-		list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ready := 0
-		for i := range list.Items {
-			if p := &list.Items[i]; p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && isPodReady(p) {
-				ready++
-			}
-		}
-		if ready == n && len(list.Items) == n {
-			t.Logf("%d pods Running and Ready in %s after %v", n, ns, time.Since(start).Round(100*time.Millisecond))
-			return list.Items
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %d Ready pods in %s: %d pods, %d Ready", n, ns, len(list.Items), ready)
-		case <-time.After(200 * time.Millisecond):
-		}
+	deadline, _ := ctx.Deadline()
+	pods, err := rh.WaitForReadyPods(ctx, ns, nil, n, time.Until(deadline))
+	if err != nil {
+		t.Fatalf("waiting for %d Ready pods in %s: %v", n, ns, err)
 	}
-}
-
-func isPodReady(p *corev1.Pod) bool {
-	return slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
-		return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
-	})
+	t.Logf("%d pods Running and Ready in %s after %v", n, ns, time.Since(start).Round(100*time.Millisecond))
+	return pods
 }
 
 // waitWebhookDecides waits until the webhook gives a pod of these labels
@@ -895,23 +841,12 @@ func waitWebhookDecides(t *testing.T, ctx context.Context, c client.Client, ns s
 	}
 }
 
-// storeFromCluster is the policies in the API server, in a Store.
-func storeFromCluster(t *testing.T, ctx context.Context, c client.Client) *policy.Store {
+// policyStore is the policies in the API server now, in a Store.
+func policyStore(t *testing.T, ctx context.Context, rh *harness.Harness) *policy.Store {
 	t.Helper()
-	store := policy.NewStore()
-	var namespaced v1alpha1.MeshRolePolicyList
-	if err := c.List(ctx, &namespaced); err != nil {
+	store, err := rh.PolicyStore(ctx)
+	if err != nil {
 		t.Fatal(err)
-	}
-	for i := range namespaced.Items {
-		store.SetMeshRolePolicy(&namespaced.Items[i])
-	}
-	var cluster v1alpha1.ClusterMeshRolePolicyList
-	if err := c.List(ctx, &cluster); err != nil {
-		t.Fatal(err)
-	}
-	for i := range cluster.Items {
-		store.SetClusterMeshRolePolicy(&cluster.Items[i])
 	}
 	return store
 }
@@ -955,7 +890,7 @@ func watchAvailability(t *testing.T, ctx context.Context, cs kubernetes.Interfac
 	available := map[string]bool{}
 	for i := range list.Items {
 		p := &list.Items[i]
-		available[p.Name] = p.DeletionTimestamp == nil && isPodReady(p)
+		available[p.Name] = p.DeletionTimestamp == nil && harness.PodReady(p)
 	}
 	unavailable := func() int {
 		n := 0
@@ -977,7 +912,7 @@ func watchAvailability(t *testing.T, ctx context.Context, cs kubernetes.Interfac
 			if e.Type == watch.Deleted {
 				delete(available, p.Name)
 			} else {
-				available[p.Name] = p.DeletionTimestamp == nil && isPodReady(p)
+				available[p.Name] = p.DeletionTimestamp == nil && harness.PodReady(p)
 			}
 			a.transitions++
 			a.max = max(a.max, unavailable())
