@@ -244,40 +244,26 @@ func TestSuggestReadsTheCluster(t *testing.T) {
 
 // inventoryNames is "Kind namespace/name" of everything in inv, kind by kind.
 func inventoryNames(inv *suggest.Inventory) []string {
+	return slices.Concat(
+		namesOf("StatefulSet", inv.StatefulSets), namesOf("Deployment", inv.Deployments), namesOf("DaemonSet", inv.DaemonSets),
+		namesOf("ReplicaSet", inv.ReplicaSets), namesOf("Service", inv.Services), namesOf("ConfigMap", inv.ConfigMaps),
+		namesOf("Namespace", inv.Namespaces), namesOf("MeshRolePolicy", inv.MeshRolePolicies),
+		namesOf("ClusterMeshRolePolicy", inv.ClusterMeshRolePolicies),
+	)
+}
+
+func namesOf[T any, PT interface {
+	*T
+	metav1.Object
+}](kind string, items []T) []string {
 	var out []string
-	add := func(kind string, o metav1.Object) {
+	for i := range items {
+		o := PT(&items[i])
 		name := o.GetName()
 		if o.GetNamespace() != "" {
 			name = o.GetNamespace() + "/" + name
 		}
 		out = append(out, kind+" "+name)
-	}
-	for i := range inv.StatefulSets {
-		add("StatefulSet", &inv.StatefulSets[i])
-	}
-	for i := range inv.Deployments {
-		add("Deployment", &inv.Deployments[i])
-	}
-	for i := range inv.DaemonSets {
-		add("DaemonSet", &inv.DaemonSets[i])
-	}
-	for i := range inv.ReplicaSets {
-		add("ReplicaSet", &inv.ReplicaSets[i])
-	}
-	for i := range inv.Services {
-		add("Service", &inv.Services[i])
-	}
-	for i := range inv.ConfigMaps {
-		add("ConfigMap", &inv.ConfigMaps[i])
-	}
-	for i := range inv.Namespaces {
-		add("Namespace", &inv.Namespaces[i])
-	}
-	for i := range inv.MeshRolePolicies {
-		add("MeshRolePolicy", &inv.MeshRolePolicies[i])
-	}
-	for i := range inv.ClusterMeshRolePolicies {
-		add("ClusterMeshRolePolicy", &inv.ClusterMeshRolePolicies[i])
 	}
 	return out
 }
