@@ -78,10 +78,13 @@ func TransformPolicy(in any) (any, error) {
 			p.SetAnnotations(nil)
 		}
 	}
+	p.SetNamespace(intern(p.GetNamespace()))
 	spec := p.PolicySpec()
 	spec.Mode = intern(spec.Mode)
+	spec.Rollout = intern(spec.Rollout)
 	for i := range spec.Workloads {
 		w := &spec.Workloads[i]
+		w.Name = intern(w.Name)
 		w.Role = intern(w.Role)
 		if w.Peer != nil {
 			w.Peer.Proxy = intern(w.Peer.Proxy)
@@ -89,6 +92,15 @@ func TransformPolicy(in any) (any, error) {
 		if w.Client != nil {
 			w.Client.Proxy = intern(w.Client.Proxy)
 		}
+	}
+	// The Store copies a workload entry only to write out its defaults:
+	// written out here, with settings every such entry shares, it copies
+	// none. After the loop above, which writes to the settings: the shared
+	// ones are read-only.
+	policy.ShareDefaults(spec)
+	for i := range p.PolicyStatus().Workloads {
+		w := &p.PolicyStatus().Workloads[i]
+		w.Name = intern(w.Name)
 	}
 	conditions := p.PolicyStatus().Conditions
 	for i := range conditions {

@@ -50,9 +50,9 @@ const NoPolicy = "none"
 
 // driftGauge is meshrole_drifted_pods{namespace, policy}: the drifted pods of
 // a namespace by the policy that decides them now (policy.Ref's form), and
-// those no policy decides under NoPolicy. Each policy's reconcile reports
-// its series, one per namespace it reaches, and the NoPolicy series of those
-// namespaces, which it counts from the same pods.
+// those no policy decides under NoPolicy, exported while above zero. Each
+// policy's reconcile reports its series, one per namespace it reaches, and
+// the NoPolicy series of those namespaces, which it counts from the same pods.
 type driftGauge struct {
 	gauge *prometheus.GaugeVec
 
@@ -86,8 +86,9 @@ func (g *driftGauge) namespacesOf(ref string) []string {
 }
 
 // report replaces one policy's series: decided holds every namespace the
-// policy reaches (zero included), nil once the policy is gone. orphaned
-// sets the NoPolicy series of the namespaces it holds; zero removes one.
+// policy reaches (zero included, which removes its series), nil once the
+// policy is gone. orphaned sets the NoPolicy series of the namespaces it
+// holds; zero removes one.
 func (g *driftGauge) report(ref string, decided, orphaned map[string]int) {
 	if g == nil {
 		return
@@ -100,7 +101,15 @@ func (g *driftGauge) report(ref string, decided, orphaned map[string]int) {
 		}
 	}
 	for ns, n := range decided {
-		g.gauge.WithLabelValues(ns, ref).Set(float64(n))
+		if n == 0 {
+			// Only drift is exported: a zero series for each namespace
+			// every policy reaches would hold a series per policy and
+			// namespace in memory, most of the webhook's at 10,000
+			// policies, to say nothing.
+			g.gauge.DeleteLabelValues(ns, ref)
+		} else {
+			g.gauge.WithLabelValues(ns, ref).Set(float64(n))
+		}
 	}
 	if decided == nil {
 		delete(g.reached, ref)
