@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -78,6 +79,56 @@ type Automatic struct {
 	// stopped are the policies whose last rollout stopped. Reconcile runs
 	// one request at a time (SetupWithManager), so no lock.
 	stopped map[policy.Ref]stop
+	// automatic are the Automatic policies, kept by the policy events.
+	automatic automaticSet
+}
+
+// automaticSet is the Automatic policies and the namespaces they reach. An
+// event looks at them only: listing every policy at each pod creation or
+// policy event costs a copy of each, at 10,000 policies tens of megabytes
+// per event, and a quadratic start-up.
+type automaticSet struct {
+	mu    sync.Mutex
+	reach map[policy.Ref]policy.Reach
+}
+
+// track records p's rollout mode; deleted forgets it.
+func (s *automaticSet) track(p policyObject, deleted bool) {
+	ref := policy.Ref{Namespace: p.GetNamespace(), Name: p.GetName()}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if deleted || p.PolicySpec().Rollout != v1alpha1.RolloutAutomatic {
+		delete(s.reach, ref)
+		return
+	}
+	if s.reach == nil {
+		s.reach = map[policy.Ref]policy.Reach{}
+	}
+	var selector *metav1.LabelSelector
+	if c, ok := p.(*v1alpha1.ClusterMeshRolePolicy); ok {
+		selector = &c.Spec.NamespaceSelector
+	}
+	s.reach[ref] = policy.NewReach(ref, selector)
+}
+
+// requests lists the Automatic policies that reach would keep (all of them
+// when reach is nil).
+func (s *automaticSet) requests(keep func(policy.Reach) bool) []reconcile.Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []reconcile.Request
+	for ref, r := range s.reach {
+		if keep == nil || keep(r) {
+			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}})
+		}
+	}
+	return out
+}
+
+func (s *automaticSet) empty() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.reach) == 0
 }
 
 // stop is a policy's last stopped rollout.
@@ -133,109 +184,70 @@ func labelsChanged() predicate.Predicate {
 
 // enqueue adds what policies returns after Settle. The queue holds a
 // request once, so a burst of events is one reconcile.
-func (a *Automatic) enqueue(policies func(context.Context, client.Object) []reconcile.Request) handler.EventHandler {
-	add := func(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-		for _, req := range policies(ctx, o) {
+func (a *Automatic) enqueue(policies func(ctx context.Context, o client.Object, deleted bool) []reconcile.Request) handler.EventHandler {
+	add := func(ctx context.Context, o client.Object, deleted bool, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		for _, req := range policies(ctx, o, deleted) {
 			q.AddAfter(req, a.settle())
 		}
 	}
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			add(ctx, e.Object, q)
+			add(ctx, e.Object, false, q)
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			add(ctx, e.ObjectNew, q)
+			add(ctx, e.ObjectNew, false, q)
 		},
 		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			add(ctx, e.Object, q)
+			add(ctx, e.Object, true, q)
 		},
 	}
 }
 
-// everyAutomaticPolicy maps a policy event to the policy itself (so that a
-// policy switched to Manual or deleted forgets its stops) and every
-// Automatic policy.
-func (a *Automatic) everyAutomaticPolicy(ctx context.Context, changed client.Object) []reconcile.Request {
+// everyAutomaticPolicy records a policy event and maps it to the policy
+// itself (so that a policy switched to Manual or deleted forgets its stops)
+// and every Automatic policy: any change can change what they decide.
+func (a *Automatic) everyAutomaticPolicy(_ context.Context, changed client.Object, deleted bool) []reconcile.Request {
+	if p, ok := changed.(policyObject); ok {
+		a.automatic.track(p, deleted)
+	}
 	out := []reconcile.Request{{NamespacedName: client.ObjectKeyFromObject(changed)}}
-	namespaced, cluster, err := a.listPolicies(ctx, "", client.UnsafeDisableDeepCopy)
-	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "listing the Automatic policies a policy change may concern")
-		return out
-	}
-	for i := range namespaced.Items {
-		out = appendAutomatic(out, &namespaced.Items[i])
-	}
-	for i := range cluster.Items {
-		out = appendAutomatic(out, &cluster.Items[i])
+	for _, req := range a.automatic.requests(nil) {
+		if req != out[0] {
+			out = append(out, req)
+		}
 	}
 	return out
 }
 
-func (a *Automatic) podPolicies(ctx context.Context, pod client.Object) []reconcile.Request {
+func (a *Automatic) podPolicies(ctx context.Context, pod client.Object, _ bool) []reconcile.Request {
 	return a.automaticPoliciesIn(ctx, pod.GetNamespace())
 }
 
-func (a *Automatic) namespacePolicies(ctx context.Context, ns client.Object) []reconcile.Request {
+func (a *Automatic) namespacePolicies(ctx context.Context, ns client.Object, _ bool) []reconcile.Request {
 	return a.automaticPoliciesIn(ctx, ns.GetName())
 }
 
-// automaticPoliciesIn lists the Automatic policies that may decide pods in
-// namespace: its MeshRolePolicies and the ClusterMeshRolePolicies that
-// select it.
+// automaticPoliciesIn lists the Automatic policies that reach namespace.
 func (a *Automatic) automaticPoliciesIn(ctx context.Context, namespace string) []reconcile.Request {
-	// Read only, for every pod created: the cache's own objects, not copies.
-	namespaced, cluster, err := a.listPolicies(ctx, namespace, client.UnsafeDisableDeepCopy)
-	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "listing the Automatic policies of a namespace", "namespace", namespace)
+	if a.automatic.empty() {
+		return nil // the usual case: no namespace read per pod
+	}
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := a.Policies.Get(ctx, client.ObjectKey{Name: namespace}, ns); err != nil {
 		return nil
 	}
-	var out []reconcile.Request
-	for i := range namespaced.Items {
-		out = appendAutomatic(out, &namespaced.Items[i])
-	}
-	var nsLabels labels.Set
-	for i := range cluster.Items {
-		p := &cluster.Items[i]
-		if p.Spec.Rollout != v1alpha1.RolloutAutomatic {
-			continue
-		}
-		if nsLabels == nil {
-			ns := &metav1.PartialObjectMetadata{}
-			ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-			if err := a.Policies.Get(ctx, client.ObjectKey{Name: namespace}, ns); err != nil {
-				return out
-			}
-			nsLabels = labels.Set(ns.Labels)
-		}
-		if policy.NewReach(policy.Ref{Name: p.Name}, &p.Spec.NamespaceSelector).Namespace(namespace, nsLabels) {
-			out = appendAutomatic(out, p)
-		}
-	}
-	return out
+	return a.automatic.requests(func(r policy.Reach) bool { return r.Namespace(namespace, labels.Set(ns.Labels)) })
 }
 
-func appendAutomatic(out []reconcile.Request, p policyObject) []reconcile.Request {
-	if p.PolicySpec().Rollout != v1alpha1.RolloutAutomatic {
-		return out
-	}
-	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(p)}
-	for _, r := range out {
-		if r == req {
-			return out
-		}
-	}
-	return append(out, req)
-}
-
-// listPolicies lists the MeshRolePolicies of namespace (all of them when
-// empty) and every ClusterMeshRolePolicy. opts are added to both lists.
-func (a *Automatic) listPolicies(ctx context.Context, namespace string, opts ...client.ListOption) (*v1alpha1.MeshRolePolicyList, *v1alpha1.ClusterMeshRolePolicyList, error) {
+// listPolicies lists every MeshRolePolicy and ClusterMeshRolePolicy.
+func (a *Automatic) listPolicies(ctx context.Context) (*v1alpha1.MeshRolePolicyList, *v1alpha1.ClusterMeshRolePolicyList, error) {
 	namespaced := &v1alpha1.MeshRolePolicyList{}
-	if err := a.Policies.List(ctx, namespaced, append(opts, client.InNamespace(namespace))...); err != nil {
+	if err := a.Policies.List(ctx, namespaced); err != nil {
 		return nil, nil, fmt.Errorf("listing MeshRolePolicies: %w", err)
 	}
 	cluster := &v1alpha1.ClusterMeshRolePolicyList{}
-	if err := a.Policies.List(ctx, cluster, opts...); err != nil {
+	if err := a.Policies.List(ctx, cluster); err != nil {
 		return nil, nil, fmt.Errorf("listing ClusterMeshRolePolicies: %w", err)
 	}
 	return namespaced, cluster, nil
@@ -344,7 +356,7 @@ func (a *Automatic) policy(ctx context.Context, ref policy.Ref) (policyObject, e
 // decider is every policy now, in a Store: the verdicts the webhook gives,
 // from the same cache.
 func (a *Automatic) decider(ctx context.Context) (*policy.Store, error) {
-	namespaced, cluster, err := a.listPolicies(ctx, "")
+	namespaced, cluster, err := a.listPolicies(ctx)
 	if err != nil {
 		return nil, err
 	}

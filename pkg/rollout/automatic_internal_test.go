@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -42,8 +43,7 @@ func TestAutomaticTriggers(t *testing.T) {
 	enabled := func(name, team string) *corev1.Namespace {
 		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{policy.EnabledNamespaceLabel: "true", "team": team}}}
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
-		enabled("shop", "a"), enabled("billing", "b"),
+	policies := []client.Object{
 		namespaced("shop", "eureka", v1alpha1.RolloutAutomatic),
 		namespaced("shop", "manual", v1alpha1.RolloutManual),
 		namespaced("shop", "unset", ""),
@@ -51,7 +51,8 @@ func TestAutomaticTriggers(t *testing.T) {
 		cluster("team-a", v1alpha1.RolloutAutomatic, "a"),
 		cluster("team-b", v1alpha1.RolloutAutomatic, "b"),
 		cluster("team-a-manual", v1alpha1.RolloutManual, "a"),
-	).Build()
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(enabled("shop", "a"), enabled("billing", "b")).Build()
 	a := &Automatic{Policies: c}
 	ctx := context.Background()
 	names := func(reqs []reconcile.Request) []string {
@@ -64,22 +65,44 @@ func TestAutomaticTriggers(t *testing.T) {
 	}
 
 	pod := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "eureka-0"}}
-	if got, want := names(a.podPolicies(ctx, pod)), []string{"cluster/team-a", "shop/eureka"}; !slices.Equal(got, want) {
+	if got := a.podPolicies(ctx, pod, false); len(got) != 0 {
+		t.Errorf("before any policy event, a pod created in shop enqueues %v, want none", names(got))
+	}
+	// The informers' initial list: a create event for each policy.
+	for _, p := range policies {
+		a.everyAutomaticPolicy(ctx, p, false)
+	}
+	if got, want := names(a.podPolicies(ctx, pod, false)), []string{"cluster/team-a", "shop/eureka"}; !slices.Equal(got, want) {
 		t.Errorf("a pod created in shop enqueues %v, want %v", got, want)
 	}
 	ns := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "billing"}}
-	if got, want := names(a.namespacePolicies(ctx, ns)), []string{"billing/ledger", "cluster/team-b"}; !slices.Equal(got, want) {
+	if got, want := names(a.namespacePolicies(ctx, ns, false)), []string{"billing/ledger", "cluster/team-b"}; !slices.Equal(got, want) {
 		t.Errorf("namespace billing's labels changing enqueues %v, want %v", got, want)
 	}
 	// A policy change enqueues the policy itself (to forget its stops) and
 	// every Automatic policy: any change can change what they decide.
 	changed := namespaced("shop", "manual", v1alpha1.RolloutManual)
-	if got, want := names(a.everyAutomaticPolicy(ctx, changed)),
+	if got, want := names(a.everyAutomaticPolicy(ctx, changed, false)),
 		[]string{"billing/ledger", "cluster/team-a", "cluster/team-b", "shop/eureka", "shop/manual"}; !slices.Equal(got, want) {
 		t.Errorf("a policy change enqueues %v, want %v", got, want)
 	}
-	if got := a.everyAutomaticPolicy(ctx, namespaced("shop", "eureka", v1alpha1.RolloutAutomatic)); len(got) != 4 {
+	if got := a.everyAutomaticPolicy(ctx, namespaced("shop", "eureka", v1alpha1.RolloutAutomatic), false); len(got) != 4 {
 		t.Errorf("an Automatic policy's change enqueues %v: itself once, and the 3 others", names(got))
+	}
+	// Switched to Manual, then deleted: forgotten, itself enqueued once more.
+	if got, want := names(a.everyAutomaticPolicy(ctx, cluster("team-a", v1alpha1.RolloutManual, "a"), false)),
+		[]string{"billing/ledger", "cluster/team-a", "cluster/team-b", "shop/eureka"}; !slices.Equal(got, want) {
+		t.Errorf("team-a switched to Manual enqueues %v, want %v", got, want)
+	}
+	if got, want := names(a.podPolicies(ctx, pod, false)), []string{"shop/eureka"}; !slices.Equal(got, want) {
+		t.Errorf("after team-a went Manual, a pod created in shop enqueues %v, want %v", got, want)
+	}
+	if got, want := names(a.everyAutomaticPolicy(ctx, namespaced("shop", "eureka", v1alpha1.RolloutAutomatic), true)),
+		[]string{"billing/ledger", "cluster/team-b", "shop/eureka"}; !slices.Equal(got, want) {
+		t.Errorf("shop/eureka deleted enqueues %v, want %v", got, want)
+	}
+	if got := a.podPolicies(ctx, pod, false); len(got) != 0 {
+		t.Errorf("with no Automatic policy reaching shop, a pod created there enqueues %v", names(got))
 	}
 }
 
