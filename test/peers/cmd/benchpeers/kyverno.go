@@ -28,8 +28,8 @@ import (
 // run checks that the binary says so.
 const kyvernoVersion = "v1.19.1"
 
-// Kyverno's in-cluster names, left at its defaults (KYVERNO_NAMESPACE,
-// KYVERNO_SVC, INIT_CONFIG, ...): the secrets follow the chart's naming.
+// Kyverno's in-cluster names, as the chart sets them; the secrets follow
+// its naming.
 const (
 	kyvernoNamespace = "kyverno"
 	kyvernoCASecret  = "kyverno-svc.kyverno.svc.kyverno-tls-ca"
@@ -39,6 +39,18 @@ const (
 	// points at the local server.
 	kyvernoResourceWebhooks = "kyverno-resource-mutating-webhook-cfg"
 )
+
+// kyvernoEnv is what the chart's Deployment tells Kyverno about itself;
+// Kyverno refuses to start without it.
+var kyvernoEnv = map[string]string{
+	"KYVERNO_NAMESPACE":           kyvernoNamespace,
+	"KYVERNO_SERVICEACCOUNT_NAME": "kyverno-admission-controller",
+	"KYVERNO_DEPLOYMENT":          "kyverno-admission-controller",
+	"KYVERNO_POD_NAME":            "kyverno-admission-controller-local",
+	"KYVERNO_SVC":                 "kyverno-svc",
+	"INIT_CONFIG":                 "kyverno",
+	"METRICS_CONFIG":              "kyverno-metrics",
+}
 
 // The chart's default resource filters (charts/kyverno/values.yaml,
 // config.resourceFilters), without those naming the chart's own objects.
@@ -54,6 +66,8 @@ var kyvernoResourceFilters = strings.Join([]string{
 // the harness's API server.
 type kyvernoPeer struct {
 	proc *harness.Process
+	// webhooks describes the pod webhooks Kyverno registered.
+	webhooks []string
 }
 
 // startKyverno installs what Kyverno's admission controller needs (its CRDs,
@@ -90,6 +104,12 @@ func startKyverno(ctx context.Context, h *harness.Harness, bin, crdDir string, w
 		return nil, variant{}, err
 	}
 
+	// harness.Process passes this process's environment on.
+	for k, v := range kyvernoEnv {
+		if err := os.Setenv(k, v); err != nil {
+			return nil, variant{}, err
+		}
+	}
 	p := &kyvernoPeer{proc: &harness.Process{
 		Name:    "kyverno",
 		Path:    bin,
@@ -163,6 +183,9 @@ func (p *kyvernoPeer) install(ctx context.Context, h *harness.Harness, webhook v
 		return variant{}, err
 	}
 
+	if !strings.Contains(p.proc.LogTail(1<<20), "logger=setup/version v=2 version="+kyvernoVersion) {
+		return variant{}, fmt.Errorf("%s does not log version %s at start-up: rebuild it with test/peers/kyverno/build.sh", p.proc.Path, kyvernoVersion)
+	}
 	// What the API server calls: Kyverno's own registration, at the local
 	// server, for nothing but nsKyverno.
 	var mwc admissionregistrationv1.MutatingWebhookConfiguration
@@ -174,6 +197,16 @@ func (p *kyvernoPeer) install(ctx context.Context, h *harness.Harness, webhook v
 		if w.ClientConfig.URL == nil || !strings.HasPrefix(*w.ClientConfig.URL, prefix) {
 			return variant{}, fmt.Errorf("kyverno's webhook %s does not call %s: %+v", w.Name, prefix, w.ClientConfig)
 		}
+		var timeout int32
+		if w.TimeoutSeconds != nil {
+			timeout = *w.TimeoutSeconds
+		}
+		selector, err := json.Marshal(w.NamespaceSelector)
+		if err != nil {
+			return variant{}, err
+		}
+		p.webhooks = append(p.webhooks, fmt.Sprintf("%s: %s, failurePolicy %s, timeout %ds, namespaceSelector %s",
+			w.Name, strings.TrimPrefix(*w.ClientConfig.URL, prefix[:len(prefix)-1]), deref(w.FailurePolicy), timeout, selector))
 	}
 	return v, nil
 }
@@ -306,4 +339,12 @@ func writeKyvernoCerts(ctx context.Context, h *harness.Harness) error {
 		}
 	}
 	return nil
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }

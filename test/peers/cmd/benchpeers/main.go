@@ -143,7 +143,16 @@ func run(c config) (err error) {
 			return err
 		}
 	}
-	return printTable(c, results, load, loadAverage())
+	if err := printTable(c, results, load, loadAverage()); err != nil {
+		return err
+	}
+	if kyverno != nil {
+		fmt.Printf("\nKyverno's pod webhooks (%s), as it registered them:\n", kyvernoResourceWebhooks)
+		for _, w := range kyverno.webhooks {
+			fmt.Printf("  %s\n", w)
+		}
+	}
+	return nil
 }
 
 // result is one variant's creates.
