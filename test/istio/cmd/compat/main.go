@@ -570,16 +570,18 @@ func renderTable(b *strings.Builder, t table) {
 	// Why tests were skipped, once per reason and test.
 	var notes []string
 	for _, name := range order {
-		var cols []string
-		reason := ""
+		var reasons []string
+		cols := map[string][]string{}
 		for _, r := range t.results {
-			if r.outcomes[name] == "skip" && r.skips[name] != "" {
-				cols = append(cols, r.column)
-				reason = r.skips[name]
+			if reason := r.skips[name]; r.outcomes[name] == "skip" && reason != "" {
+				if cols[reason] == nil {
+					reasons = append(reasons, reason)
+				}
+				cols[reason] = append(cols[reason], r.column)
 			}
 		}
-		if len(cols) > 0 {
-			notes = append(notes, fmt.Sprintf("- %s skipped on %s: %s", name, strings.Join(cols, ", "), reason))
+		for _, reason := range reasons {
+			notes = append(notes, fmt.Sprintf("- %s skipped on %s: %s", name, strings.Join(cols[reason], ", "), reason))
 		}
 	}
 	if len(notes) > 0 {
@@ -638,8 +640,14 @@ func treeOf(order []string) []*row {
 		}
 		depth[name] = depth[parent] + 1
 		if depth[name] == 1 {
+			// Right after the parent's last row: a subtest that only a
+			// later run has stays under its own test.
 			r := &row{name: name, label: name[len(parent)+1:], parent: parent}
-			rows, byName[name] = append(rows, r), r
+			at := slices.IndexFunc(rows, func(x *row) bool { return x.name == parent }) + 1
+			for at < len(rows) && rows[at].parent == parent {
+				at++
+			}
+			rows, byName[name] = slices.Insert(rows, at, r), r
 			continue
 		}
 		ancestor := parent

@@ -65,3 +65,26 @@ func TestSkipReasonIsTheLastLoggedLine(t *testing.T) {
 		t.Errorf("skipReason(nil) = %q, want none", got)
 	}
 }
+
+func TestTableKeepsASubtestUnderItsTest(t *testing.T) {
+	// The second run has a subtest the first has not, and a different skip
+	// reason for the same test.
+	first := &result{column: "1.37", order: []string{"TestA", "TestA/one", "TestB", "TestC"},
+		outcomes: map[string]string{"TestA": "pass", "TestA/one": "pass", "TestB": "pass", "TestC": "skip"},
+		skips:    map[string]string{"TestC": "serves it (v1.37.2)"}}
+	second := &result{column: "1.32", order: []string{"TestA", "TestA/refused", "TestB", "TestC"},
+		outcomes: map[string]string{"TestA": "pass", "TestA/refused": "pass", "TestB": "pass", "TestC": "skip"},
+		skips:    map[string]string{"TestC": "too old (v1.32.13)"}}
+	var b strings.Builder
+	renderTable(&b, table{results: []*result{first, second}})
+	got := b.String()
+	want := "| **TestA** | pass | pass |\n| one | pass | — |\n| refused | — | pass |\n| **TestB** | pass | pass |\n"
+	if !strings.Contains(got, want) {
+		t.Errorf("rows not in test order; want\n%s\ngot:\n%s", want, got)
+	}
+	for _, want := range []string{"- TestC skipped on 1.37: serves it (v1.37.2)\n", "- TestC skipped on 1.32: too old (v1.32.13)\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
+	}
+}
