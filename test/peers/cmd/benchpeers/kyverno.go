@@ -21,6 +21,7 @@ import (
 
 	"github.com/meshrole/meshrole/certs"
 	"github.com/meshrole/meshrole/pkg/policy"
+	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
 	"github.com/meshrole/meshrole/test/harness"
 )
 
@@ -78,7 +79,7 @@ type kyvernoPeer struct {
 // autoUpdateWebhooks): https://127.0.0.1:<port>/... from --serverIP, the CA
 // generated here from its CA secret, limited to nsKyverno by its
 // configuration's webhooks.namespaceSelector.
-func startKyverno(ctx context.Context, h *harness.Harness, bin, crdDir string, webhook variant) (*kyvernoPeer, variant, error) {
+func startKyverno(ctx context.Context, h *harness.Harness, bin, crdDir string) (*kyvernoPeer, variant, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, variant{}, fmt.Errorf("kyverno binary: %w (build it: test/peers/kyverno/build.sh)", err)
 	}
@@ -136,7 +137,7 @@ func startKyverno(ctx context.Context, h *harness.Harness, bin, crdDir string, w
 	if err := p.proc.Start(); err != nil {
 		return nil, variant{}, err
 	}
-	v, err := p.install(ctx, h, webhook, serverPort)
+	v, err := p.install(ctx, h, serverPort)
 	if err != nil {
 		return p, variant{}, fmt.Errorf("%w\n--- kyverno log (last 30 lines of %s)\n%s", err, p.proc.LogPath, p.proc.LogTail(30))
 	}
@@ -152,7 +153,7 @@ func (p *kyvernoPeer) Stop() error {
 
 // install creates the ClusterPolicy once Kyverno serves, and waits until the
 // API server calls Kyverno for nsKyverno and Kyverno applies it.
-func (p *kyvernoPeer) install(ctx context.Context, h *harness.Harness, webhook variant, serverPort int) (variant, error) {
+func (p *kyvernoPeer) install(ctx context.Context, h *harness.Harness, serverPort int) (variant, error) {
 	// Kyverno validates policies through its own webhook: create the policy
 	// once that is registered, as kubectl apply after a helm install would.
 	if err := p.waitFor(ctx, 3*time.Minute, "Kyverno's policy validating webhook", func() (bool, error) {
@@ -162,20 +163,19 @@ func (p *kyvernoPeer) install(ctx context.Context, h *harness.Harness, webhook v
 	}); err != nil {
 		return variant{}, err
 	}
-	want := benchKeys(webhook.want)
-	clientPolicy, err := examplePolicy(h.Root, nsKyverno)
+	example, err := examplePolicy(h.Root, nsKyverno)
 	if err != nil {
 		return variant{}, err
 	}
-	clientEffect := benchKeys(effectFor(clientPolicy, "eureka-client"))
-	cp := clusterPolicy(map[string]policy.Effect{eurekaServer: want, "eureka-client": clientEffect})
+	effects := kyvernoEffects(example)
+	cp := clusterPolicy(effects)
 	if err := p.waitFor(ctx, time.Minute, "the ClusterPolicy to be accepted", func() (bool, error) {
 		err := h.Client.Create(ctx, cp.DeepCopy())
 		return err == nil, nil
 	}); err != nil {
 		return variant{}, err
 	}
-	v := variant{name: variantKyverno, namespace: nsKyverno, want: want}
+	v := variant{name: variantKyverno, namespace: nsKyverno, want: effects[eurekaServer]}
 	if err := p.waitFor(ctx, 3*time.Minute, "a dry-run pod in "+nsKyverno+" mutated by Kyverno", func() (bool, error) {
 		pod, err := h.DryRunPod(ctx, harness.ProbePod(nsKyverno, map[string]string{"app": eurekaServer}))
 		return err == nil && carries(pod, &v.want), nil
@@ -234,6 +234,17 @@ func (p *kyvernoPeer) waitFor(ctx context.Context, timeout time.Duration, what s
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// kyvernoEffects are, by app label, the keys meshrole writes on the eureka
+// example's pods when its policy is in nsKyverno, its record annotations
+// under bench.meshrole.io/ (benchKeys).
+func kyvernoEffects(example *v1alpha1.MeshRolePolicy) map[string]policy.Effect {
+	effects := map[string]policy.Effect{}
+	for _, app := range []string{eurekaServer, eurekaClient} {
+		effects[app] = benchKeys(effectFor(example, app))
+	}
+	return effects
 }
 
 // clusterPolicy is the eureka example as a Kyverno ClusterPolicy: one rule

@@ -126,7 +126,7 @@ func run(c config) (err error) {
 	if !c.skipKyverno {
 		progress("starting Kyverno %s out of cluster with the equivalent ClusterPolicy", kyvernoVersion)
 		var kv variant
-		if kyverno, kv, err = startKyverno(ctx, h, c.kyverno, c.kyvernoCRDs, webhook); err != nil {
+		if kyverno, kv, err = startKyverno(ctx, h, c.kyverno, c.kyvernoCRDs); err != nil {
 			return err
 		}
 		variants = append(variants, kv)

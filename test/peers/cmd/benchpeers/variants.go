@@ -36,8 +36,10 @@ const (
 	nsNative  = "peers-native"
 	nsKyverno = "peers-kyverno"
 
-	// The measured pod's app label: the eureka example's peers.
+	// The measured pod's app label: the eureka example's peers; and its
+	// clients' (a rule of the Kyverno policy, no pod of the bench).
 	eurekaServer = "eureka-server"
+	eurekaClient = "eureka-client"
 )
 
 // variant is one way of creating a pod, and what the pod must carry after
