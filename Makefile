@@ -71,7 +71,7 @@ certs:
 ## unit: unit and golden tests.
 .PHONY: unit
 unit:
-	go test -count=1 ./pkg/... ./cmd/... ./internal/... ./certs/... ./test/harness/... ./test/load/... ./test/bench/...
+	go test -count=1 ./pkg/... ./cmd/... ./internal/... ./certs/... ./test/harness/... ./test/load/... ./test/bench/... ./test/peers/...
 
 ## golden: rewrite every golden file (internal/golden's -update) from what the code produces now; review the diff.
 .PHONY: golden
@@ -119,6 +119,12 @@ image:
 .PHONY: bench
 bench: testenv build
 	MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go run ./test/bench $(BENCH_FLAGS)
+
+## bench-peers: meshrole next to Kyverno (test/peers): pod creates through one kube-apiserver, 8 concurrent creators, no webhook / webhook mode / native mode / Kyverno in one run (docs/performance.md). Builds Kyverno into bin/peers first (cached; a cold build takes ~20 min). Not part of test.
+.PHONY: bench-peers
+bench-peers: testenv build
+	test/peers/kyverno/build.sh $(BIN)/peers
+	MESHROLE_K8S_BIN=$(K8S_BIN) MESHROLE_WEBHOOK_BIN=$(BIN)/webhook go run ./test/peers/cmd/benchpeers -kyverno $(BIN)/peers/kyverno -kyverno-crds $(BIN)/peers/kyverno-crds $(BENCH_PEERS_FLAGS)
 
 ## demo: start a local control plane with meshrole, apply examples/eureka and print what each pod got (KEEP=1 keeps it running; MODE=native runs native mode).
 .PHONY: demo
