@@ -67,8 +67,17 @@ var (
 		{"get", "coordination.k8s.io", "leases", "", releaseNamespace, ""},
 		{"create", "coordination.k8s.io", "leases", "", releaseNamespace, ""},
 		{"update", "coordination.k8s.io", "leases", "", releaseNamespace, ""},
+		// The Automatic rollout mode (automaticRollout.enabled, the default):
+		// evictions, never deletes, and the ReplicaSet that names a pod's
+		// Deployment.
+		{"create", "", "pods", "eviction", "shop", ""},
+		{"get", "apps", "replicasets", "", "shop", ""},
 	}
 	rbacDenied = []access{
+		// suggestEvents.enabled is off by default: nothing it reads.
+		{"list", "apps", "statefulsets", "", "", ""},
+		{"list", "", "configmaps", "", "", ""},
+		{"list", "apps", "replicasets", "", "", ""},
 		{"get", "", "secrets", "", releaseNamespace, ""},
 		{"list", "", "secrets", "", releaseNamespace, ""},
 		{"list", "", "secrets", "", "", ""},
