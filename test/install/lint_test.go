@@ -92,6 +92,13 @@ func TestHelmLint(t *testing.T) {
 // charts/meshrole -n meshrole-system` with vals, for Kubernetes 1.37.
 func renderChart(t *testing.T, vals map[string]any) (*release.Release, error) {
 	t.Helper()
+	return renderChartFor(t, &chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"}, vals)
+}
+
+// renderChartFor is renderChart for the Kubernetes version kv
+// (`helm template --kube-version`).
+func renderChartFor(t *testing.T, kv *chartutil.KubeVersion, vals map[string]any) (*release.Release, error) {
+	t.Helper()
 	root, err := harness.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +112,7 @@ func renderChart(t *testing.T, vals map[string]any) (*release.Release, error) {
 	inst.ClientOnly = true
 	inst.ReleaseName = releaseName
 	inst.Namespace = releaseNamespace
-	inst.KubeVersion = &chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"}
+	inst.KubeVersion = kv
 	return inst.Run(chrt, vals)
 }
 

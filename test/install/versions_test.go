@@ -4,20 +4,16 @@ import (
 	"context"
 	"errors"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"helm.sh/helm/v3/pkg/action"
-	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"github.com/meshrole/meshrole/test/harness"
 )
 
 // nativeSupport reports whether the shared API server serves
@@ -124,14 +120,6 @@ func TestNativeModeRefusedOnOlderAPIServer(t *testing.T) {
 // the compatibility matrix proves, 1.32 and later, distributions' suffixes
 // included, and Helm refuses older ones before rendering anything.
 func TestChartKubeVersion(t *testing.T) {
-	root, err := harness.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	chrt, err := loader.Load(filepath.Join(root, "charts", "meshrole"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, tt := range []struct {
 		version string
 		ok      bool
@@ -148,13 +136,7 @@ func TestChartKubeVersion(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			inst := action.NewInstall(&action.Configuration{})
-			inst.DryRun = true
-			inst.ClientOnly = true
-			inst.ReleaseName = releaseName
-			inst.Namespace = releaseNamespace
-			inst.KubeVersion = kv
-			_, err = inst.Run(chrt, map[string]any{})
+			_, err = renderChartFor(t, kv, nil)
 			switch {
 			case tt.ok && err != nil:
 				t.Errorf("helm template for Kubernetes %s: %v", tt.version, err)
