@@ -86,6 +86,17 @@ func TestRolloutWithIstio(t *testing.T) {
 	t.Logf("before the policy: %d eureka-server and %d eureka-client pods Running and Ready, each with %s: %v",
 		len(oldServers), len(oldClients), istioProxy, containerNames(&oldServers[0]))
 
+	// Calls so far; a create the API server or the controller retries (a
+	// conflict after the webhooks ran) calls the injector again.
+	serverCallsBefore := len(e.istioCalls(t, ns, "eureka-server"))
+	clientCallsBefore := len(e.istioCalls(t, ns, "eureka-client"))
+	if serverCallsBefore < 3 || clientCallsBefore < 2 {
+		t.Fatalf("Istio's injector was called %d times for eureka-server and %d for eureka-client pods before the policy; want at least 3 and 2",
+			serverCallsBefore, clientCallsBefore)
+	}
+	t.Logf("Istio's injector calls before the policy: %d for eureka-server, %d for eureka-client pods (one a pod; more when a create was retried)",
+		serverCallsBefore, clientCallsBefore)
+
 	e.policy(t, ns, "eureka", eurekaWorkloads()...)
 	store, err := e.h.PolicyStore(ctx)
 	if err != nil {
@@ -192,13 +203,12 @@ func TestRolloutWithIstio(t *testing.T) {
 	}
 
 	// Istio's objectSelector keeps the API server from calling its injector
-	// for the peers' replacements; each client pod, old and new, was
-	// injected.
-	if calls := e.istioCalls(t, ns, "eureka-server"); len(calls) != 3 {
-		t.Errorf("Istio's injector was called %d times for eureka-server pods; want 3, for the pods from before the policy only", len(calls))
+	// for the peers' replacements; each client replacement was injected.
+	if calls := e.istioCalls(t, ns, "eureka-server")[serverCallsBefore:]; len(calls) != 0 {
+		t.Errorf("Istio's injector was called for the eureka-server replacements: %+v; want no call after the policy", calls)
 	}
-	if calls := e.istioCalls(t, ns, "eureka-client"); len(calls) != 4 || slices.ContainsFunc(calls, func(c injector.Call) bool { return !c.Patched }) {
-		t.Errorf("Istio's injector calls for eureka-client pods: %+v; want 4, each with a patch", calls)
+	if calls := e.istioCalls(t, ns, "eureka-client")[clientCallsBefore:]; len(calls) < 2 || slices.ContainsFunc(calls, func(c injector.Call) bool { return !c.Patched }) {
+		t.Errorf("Istio's injector calls for the eureka-client replacements: %+v; want at least 2, each with a patch", calls)
 	}
 	left, err := rollout.Find(ctx, e.h.Client, store, rollout.Scope{Namespace: ns})
 	if err != nil {
