@@ -12,8 +12,6 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/meshrole/meshrole/pkg/policy"
 	"github.com/meshrole/meshrole/test/harness"
@@ -165,13 +163,7 @@ func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess,
 	if block <= 0 {
 		return nil, errors.New("pod block must be positive")
 	}
-	cfg := rest.CopyConfig(h.Config)
-	cfg.QPS = -1 // no client-side rate limit: measure the server
-	// Pods are created as controllers and kubectl create them: protobuf to
-	// the API server (which talks JSON to webhooks either way).
-	cfg.ContentType = "application/vnd.kubernetes.protobuf"
-	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := h.PodCreatorClient()
 	if err != nil {
 		return nil, err
 	}

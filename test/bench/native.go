@@ -12,9 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/meshrole/meshrole/pkg/native"
 	"github.com/meshrole/meshrole/pkg/policy"
 	"github.com/meshrole/meshrole/test/harness"
 )
@@ -40,33 +38,11 @@ func installNative(ctx context.Context, h *harness.Harness, policies, otherNames
 	for n := range otherNamespaces {
 		store.SetMeshRolePolicy(benchPolicy(fmt.Sprintf("bench-other-%04d", n), 0, false))
 	}
-	plan := store.Plan()
-	objs, err := native.Compile(&plan, native.Options{ExcludedNamespaces: []string{"kube-system"}}, native.Coverage{})
+	objects, err = h.InstallNative(ctx, store)
 	if err != nil {
 		return 0, err
 	}
-	for i := range objs {
-		if err := h.Client.Create(ctx, &objs[i].Policy); err != nil {
-			return 0, err
-		}
-		if err := h.Client.Create(ctx, &objs[i].Binding); err != nil {
-			return 0, err
-		}
-	}
-
-	var mwc admissionregistrationv1.MutatingWebhookConfiguration
-	if err := h.Client.Get(ctx, client.ObjectKey{Name: harness.WebhookConfigurationName}, &mwc); err != nil {
-		return 0, err
-	}
-	for i := range mwc.Webhooks {
-		for j := range mwc.Webhooks[i].NamespaceSelector.MatchExpressions {
-			r := &mwc.Webhooks[i].NamespaceSelector.MatchExpressions[j]
-			if r.Key == corev1.LabelMetadataName && r.Operator == metav1.LabelSelectorOpNotIn && !slices.Contains(r.Values, nsNative) {
-				r.Values = append(r.Values, nsNative)
-			}
-		}
-	}
-	if err := h.Client.Update(ctx, &mwc); err != nil {
+	if err := h.ExcludeFromWebhook(ctx, nsNative); err != nil {
 		return 0, err
 	}
 
@@ -75,7 +51,7 @@ func installNative(ctx context.Context, h *harness.Harness, policies, otherNames
 	if _, err := h.WaitForVerdict(ctx, nsNative, lbls, 60*time.Second, verdict); err != nil {
 		return 0, fmt.Errorf("native mode's generated policy: %w", err)
 	}
-	return len(objs), nil
+	return objects, nil
 }
 
 // The floor of native mode: a MutatingAdmissionPolicy with no decision at

@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -507,4 +508,15 @@ func (h *Harness) ClientWithWarnings() (client.Client, *Warnings, error) {
 	cfg.WarningHandlerWithContext = nil
 	c, err := client.New(cfg, client.Options{Scheme: h.Scheme})
 	return c, w, err
+}
+
+// PodCreatorClient is a clientset that creates objects as controllers and
+// kubectl do, protobuf to the API server (which talks JSON to webhooks
+// either way), with no client-side rate limit: for measuring the server.
+func (h *Harness) PodCreatorClient() (kubernetes.Interface, error) {
+	cfg := rest.CopyConfig(h.Config)
+	cfg.QPS = -1
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	return kubernetes.NewForConfig(cfg)
 }

@@ -42,7 +42,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -178,12 +177,7 @@ func (r *result) perSecond() float64 {
 // sharing that turn's creates, the order of the variants rotating by one each
 // round. Any failed create ends the run.
 func measure(ctx context.Context, h *harness.Harness, c config, variants []variant) ([]result, error) {
-	cfg := rest.CopyConfig(h.Config)
-	cfg.QPS = -1 // no client-side rate limit: measure the server
-	// As controllers and kubectl create pods: protobuf to the API server.
-	cfg.ContentType = "application/vnd.kubernetes.protobuf"
-	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := h.PodCreatorClient()
 	if err != nil {
 		return nil, err
 	}

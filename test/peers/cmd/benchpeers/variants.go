@@ -5,19 +5,14 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/meshrole/meshrole/pkg/native"
 	"github.com/meshrole/meshrole/pkg/policy"
 	"github.com/meshrole/meshrole/pkg/policy/v1alpha1"
 	"github.com/meshrole/meshrole/test/harness"
@@ -156,48 +151,20 @@ func setUpMeshrole(ctx context.Context, h *harness.Harness) (webhook, nativeMode
 	}
 	webhook = variant{name: variantWebhook, namespace: nsWebhook, want: effectFor(p, eurekaServer)}
 
-	if err := excludeFromWebhook(ctx, h, nsNative); err != nil {
+	if err := h.ExcludeFromWebhook(ctx, nsNative); err != nil {
 		return variant{}, variant{}, err
 	}
 	p.Namespace = nsNative
 	store := policy.NewStore()
 	store.SetMeshRolePolicy(p)
-	plan := store.Plan()
-	objs, err := native.Compile(&plan, native.Options{ExcludedNamespaces: []string{"kube-system"}}, native.Coverage{})
-	if err != nil {
-		return variant{}, variant{}, fmt.Errorf("compiling the eureka policy for native mode: %w", err)
-	}
-	for i := range objs {
-		if err := h.Client.Create(ctx, &objs[i].Policy); err != nil {
-			return variant{}, variant{}, err
-		}
-		if err := h.Client.Create(ctx, &objs[i].Binding); err != nil {
-			return variant{}, variant{}, err
-		}
+	if _, err := h.InstallNative(ctx, store); err != nil {
+		return variant{}, variant{}, err
 	}
 	nativeMode = variant{name: variantNative, namespace: nsNative, want: effectFor(p, eurekaServer)}
 	if err := waitForMutation(ctx, h, nativeMode, 60*time.Second); err != nil {
 		return variant{}, variant{}, fmt.Errorf("native mode's MutatingAdmissionPolicies: %w", err)
 	}
 	return webhook, nativeMode, nil
-}
-
-// excludeFromWebhook adds namespace to the NotIn list of meshrole's webhook
-// configuration.
-func excludeFromWebhook(ctx context.Context, h *harness.Harness, namespace string) error {
-	var mwc admissionregistrationv1.MutatingWebhookConfiguration
-	if err := h.Client.Get(ctx, client.ObjectKey{Name: harness.WebhookConfigurationName}, &mwc); err != nil {
-		return err
-	}
-	for i := range mwc.Webhooks {
-		for j := range mwc.Webhooks[i].NamespaceSelector.MatchExpressions {
-			r := &mwc.Webhooks[i].NamespaceSelector.MatchExpressions[j]
-			if r.Key == corev1.LabelMetadataName && r.Operator == metav1.LabelSelectorOpNotIn && !slices.Contains(r.Values, namespace) {
-				r.Values = append(r.Values, namespace)
-			}
-		}
-	}
-	return h.Client.Update(ctx, &mwc)
 }
 
 // waitForMutation dry-run creates the eureka peer pod in v's namespace until
