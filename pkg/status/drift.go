@@ -139,7 +139,7 @@ func reachedNamespaces(ctx context.Context, c client.Reader, ref policy.Ref, rea
 	if ref.Cluster() {
 		list := &metav1.PartialObjectMetadataList{}
 		list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
-		if err := c.List(ctx, list); err != nil {
+		if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("listing namespaces: %w", err)
 		}
 		candidates = list.Items
@@ -166,14 +166,16 @@ func reachedNamespaces(ctx context.Context, c client.Reader, ref policy.Ref, rea
 
 // policyStore loads the policies that decide for pods of these namespaces
 // into a Store, from the cache, so drift is decided by the engine the
-// webhook runs. In native mode the policies it refuses take no part in any
+// webhook runs. Drift only reads what it lists (the Store and DetectDrift
+// write to no policy or pod), so the lists share the cache's objects rather
+// than copy every policy and pod at each reconcile. In native mode the policies it refuses take no part in any
 // decision (policy.Plan), so they are left out here too.
 func policyStore(ctx context.Context, c client.Reader, namespaces []namespaceInfo, nativeMode bool) (*policy.Store, error) {
 	refused := func(spec *v1alpha1.PolicySpec) bool { return nativeMode && len(policy.NativeProblems(spec)) > 0 }
 	store := policy.NewStore()
 	for _, ns := range namespaces {
 		list := &v1alpha1.MeshRolePolicyList{}
-		if err := c.List(ctx, list, client.InNamespace(ns.name)); err != nil {
+		if err := c.List(ctx, list, client.InNamespace(ns.name), client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("listing the MeshRolePolicies of %s: %w", ns.name, err)
 		}
 		for i := range list.Items {
@@ -183,7 +185,7 @@ func policyStore(ctx context.Context, c client.Reader, namespaces []namespaceInf
 		}
 	}
 	cluster := &v1alpha1.ClusterMeshRolePolicyList{}
-	if err := c.List(ctx, cluster); err != nil {
+	if err := c.List(ctx, cluster, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing ClusterMeshRolePolicies: %w", err)
 	}
 	for i := range cluster.Items {
@@ -228,7 +230,7 @@ func findDrift(ctx context.Context, c client.Reader, store *policy.Store, ref po
 		report.orphaned[ns.name] = 0
 		pods := &metav1.PartialObjectMetadataList{}
 		pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
-		if err := c.List(ctx, pods, client.InNamespace(ns.name)); err != nil {
+		if err := c.List(ctx, pods, client.InNamespace(ns.name), client.UnsafeDisableDeepCopy); err != nil {
 			return report, fmt.Errorf("listing the pods of %s: %w", ns.name, err)
 		}
 		for i := range pods.Items {
@@ -299,7 +301,7 @@ func orphansIn(ctx context.Context, c client.Reader, names []string, nativeMode 
 func namespacesRecording(ctx context.Context, c client.Reader, ref policy.Ref) ([]string, error) {
 	pods := &metav1.PartialObjectMetadataList{}
 	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
-	if err := c.List(ctx, pods, client.MatchingFields{verdictIndex: ref.String()}); err != nil {
+	if err := c.List(ctx, pods, client.MatchingFields{verdictIndex: ref.String()}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing the pods that record %s: %w", ref, err)
 	}
 	var out []string
