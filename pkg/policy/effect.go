@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -200,7 +201,7 @@ func (e *Effect) Apply(podLabels, podAnnotations map[string]string) (outLabels, 
 	if e.HoldApplicationUntilProxyStarts {
 		merged, err := MergeHoldApplication(outAnnotations[IstioProxyConfig])
 		if err != nil {
-			warnings = append(warnings, fmt.Sprintf("meshrole: annotation %s is not valid YAML or JSON (%v); left as it is, so %s is NOT set: fix the annotation",
+			warnings = append(warnings, fmt.Sprintf("meshrole: annotation %s cannot be merged (%v); left as it is, so %s is NOT set: fix the annotation",
 				IstioProxyConfig, err, HoldApplicationUntilProxyStarts))
 		} else {
 			outAnnotations[IstioProxyConfig] = merged
@@ -256,7 +257,9 @@ func MergePortList(existing string, ports []int32) (string, error) {
 
 // MergeHoldApplication sets holdApplicationUntilProxyStarts: true in a
 // proxy.istio.io/config value (YAML or JSON), keeping its other keys. The
-// value is returned unchanged when it already says so.
+// value is returned unchanged when it already says so, and refused when
+// writing it back would change what its other keys mean (a quoted "<<"
+// key, for one, is written back as YAML's merge key).
 func MergeHoldApplication(existing string) (string, error) {
 	config := map[string]any{}
 	if strings.TrimSpace(existing) != "" {
@@ -274,6 +277,10 @@ func MergeHoldApplication(existing string) (string, error) {
 	out, err := yaml.Marshal(config)
 	if err != nil {
 		return existing, err
+	}
+	var reread map[string]any
+	if err := yaml.Unmarshal(out, &reread); err != nil || !reflect.DeepEqual(reread, config) {
+		return existing, fmt.Errorf("its keys cannot be written back as YAML with the same meaning")
 	}
 	return string(out), nil
 }

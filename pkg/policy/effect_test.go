@@ -198,6 +198,9 @@ func TestMergeHoldApplication(t *testing.T) {
 		{existing: "# only a comment", want: "holdApplicationUntilProxyStarts: true\n"},
 		{existing: "concurrency: [2", want: "concurrency: [2", wantErr: true},
 		{existing: "- a list", want: "- a list", wantErr: true},
+		// Written back, a quoted "<<" key would become YAML's merge key.
+		{existing: `{"<<": null}`, want: `{"<<": null}`, wantErr: true},
+		{existing: `{"<<": {"concurrency": 2}}`, want: `{"<<": {"concurrency": 2}}`, wantErr: true},
 	}
 	for _, tt := range tests {
 		got, err := policy.MergeHoldApplication(tt.existing)
