@@ -4,11 +4,12 @@ package mutate
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 
+	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -155,11 +156,8 @@ func (m *PodMutator) admit(ctx context.Context, req admission.Request, pod *podV
 	case decision.Winner == nil:
 		outcome = OutcomeDryRun
 	}
-	resp, changed, err := patch(pod.ObjectMeta.Labels, pod.ObjectMeta.Annotations, newLabels, newAnnotations)
-	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, err), OutcomeError, role
-	}
-	if !changed && outcome == OutcomePatched {
+	resp := patch(pod.ObjectMeta.Labels, pod.ObjectMeta.Annotations, newLabels, newAnnotations)
+	if len(resp.Patches) == 0 && outcome == OutcomePatched {
 		outcome = OutcomeUnchanged
 	}
 	return withWarnings(resp, warnings...), outcome, role
@@ -199,31 +197,62 @@ func (p *podView) alreadyInjected() bool {
 }
 
 // patch is the one place JSON patches are built. meshrole only ever changes
-// metadata.labels and metadata.annotations, so controller-runtime diffs just
-// that part of the pod, before and after; the patch paths are the same in the
-// whole object. Diffing the whole pod would cost several times more and
-// could only ever find these changes.
-func patch(oldLabels, oldAnnotations, newLabels, newAnnotations map[string]string) (admission.Response, bool, error) {
-	before, err := json.Marshal(metadataOnly(oldLabels, oldAnnotations))
-	if err != nil {
-		return admission.Response{}, false, fmt.Errorf("encoding the pod's metadata: %w", err)
+// metadata.labels and metadata.annotations and holds both maps before and
+// after, so it writes the operations from them directly: marshalling the
+// maps and diffing the JSON (admission.PatchResponseFromRaw) found the same
+// operations at about an eighth of the handler's CPU. Operations come in
+// path order, so a verdict always answers with the same patch.
+func patch(oldLabels, oldAnnotations, newLabels, newAnnotations map[string]string) admission.Response {
+	ops := mapOps(nil, "/metadata/annotations", oldAnnotations, newAnnotations)
+	ops = mapOps(ops, "/metadata/labels", oldLabels, newLabels)
+	resp := admission.Response{Patches: ops, AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true}}
+	if len(ops) > 0 {
+		patchType := admissionv1.PatchTypeJSONPatch
+		resp.PatchType = &patchType
 	}
-	after, err := json.Marshal(metadataOnly(newLabels, newAnnotations))
-	if err != nil {
-		return admission.Response{}, false, fmt.Errorf("encoding the mutated metadata: %w", err)
-	}
-	resp := admission.PatchResponseFromRaw(before, after)
-	return resp, len(resp.Patches) > 0, nil
+	return resp
 }
 
-type metadata struct {
-	Labels      map[string]string `json:"labels,omitempty"`
-	Annotations map[string]string `json:"annotations,omitempty"`
+// mapOps appends the operations that turn the string map at path from
+// before into after. An absent, null and empty map are the same to a pod,
+// so a map that gains its first key is added whole, and one that loses its
+// last is removed whole.
+func mapOps(ops []jsonpatch.JsonPatchOperation, path string, before, after map[string]string) []jsonpatch.JsonPatchOperation {
+	switch {
+	case len(after) == 0 && len(before) == 0:
+		return ops
+	case len(after) == 0:
+		return append(ops, jsonpatch.NewOperation("remove", path, nil))
+	case len(before) == 0:
+		return append(ops, jsonpatch.NewOperation("add", path, after))
+	}
+	keys := make([]string, 0, len(before)+len(after))
+	for k := range before {
+		keys = append(keys, k)
+	}
+	for k := range after {
+		if _, ok := before[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		was, had := before[k]
+		is, has := after[k]
+		switch {
+		case !has:
+			ops = append(ops, jsonpatch.NewOperation("remove", path+"/"+pointerEscaper.Replace(k), nil))
+		case !had:
+			ops = append(ops, jsonpatch.NewOperation("add", path+"/"+pointerEscaper.Replace(k), is))
+		case was != is:
+			ops = append(ops, jsonpatch.NewOperation("replace", path+"/"+pointerEscaper.Replace(k), is))
+		}
+	}
+	return ops
 }
 
-func metadataOnly(labels, annotations map[string]string) map[string]metadata {
-	return map[string]metadata{"metadata": {Labels: labels, Annotations: annotations}}
-}
+// pointerEscaper escapes a map key as one JSON Pointer token (RFC 6901).
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
 
 func withWarnings(resp admission.Response, warnings ...string) admission.Response {
 	resp.Warnings = append(resp.Warnings, warnings...)
