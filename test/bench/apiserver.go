@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -140,28 +144,84 @@ func waitForFloors(ctx context.Context, h *harness.Harness, f *floorProcess) err
 	return nil
 }
 
-// podCreateResult is the latency of one variant's pod creates.
+// podCreateResult is the latency of one variant's pod creates, and what its
+// blocks cost the processes involved.
 type podCreateResult struct {
 	Variant   string
 	Latencies []time.Duration // sorted
 	Median    time.Duration
 	P99       time.Duration
+	// Wall is the summed wall time of the variant's measured blocks.
+	Wall time.Duration
+	// CPU of each process during the variant's measured blocks, and the
+	// webhook's API writes (POST, PUT, PATCH, DELETE) in them.
+	APIServerCPU, WebhookCPU, FloorCPU time.Duration
+	WebhookWrites                      float64
 }
 
-// measurePodCreates creates pods one at a time with one client and times
-// each create. Variants alternate in blocks of block creates, the blocks of a
-// round in random order (fixed seed): drift in the machine's load hits every
-// variant alike, and the work a create sets off in the background (meshrole's
-// status controller writing a policy's status after a matched pod) mostly
-// lands on creates of the same variant. The first warmup creates of each
-// variant are not counted. Each create is checked to have gone through the
-// webhooks it should.
+// PerSecond is the variant's pod creates per second of its blocks.
+func (r *podCreateResult) PerSecond() float64 {
+	if r.Wall <= 0 {
+		return 0
+	}
+	return float64(len(r.Latencies)) / r.Wall.Seconds()
+}
+
+// Per divides a cost over the variant's creates.
+func (r *podCreateResult) Per(d time.Duration) time.Duration {
+	if len(r.Latencies) == 0 {
+		return 0
+	}
+	return d / time.Duration(len(r.Latencies))
+}
+
+// podCreateProcesses are the processes whose CPU each block is charged.
+type podCreateProcesses struct {
+	apiServer, webhook, floor int
+	webhookMetrics            string
+}
+
+// costs is a reading of the processes' counters.
+type costs struct {
+	apiServer, webhook, floor time.Duration
+	writes                    float64
+}
+
+func (p podCreateProcesses) read(ctx context.Context) (costs, error) {
+	var c costs
+	metrics, err := readMetrics(ctx, p.webhookMetrics)
+	if err != nil {
+		return c, err
+	}
+	if c.writes, err = restWrites(metrics); err != nil {
+		return c, err
+	}
+	for _, r := range []struct {
+		pid int
+		to  *time.Duration
+	}{{p.apiServer, &c.apiServer}, {p.webhook, &c.webhook}, {p.floor, &c.floor}} {
+		if *r.to, err = loadgen.ProcessCPU(r.pid); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// measurePodCreates times pod creates, creators at a time. Variants
+// alternate in blocks of block creates, the blocks of a round in random
+// order (fixed seed): drift in the machine's load hits every variant alike,
+// and the work a create sets off in the background (meshrole's status
+// controller writing a policy's status after a matched pod) mostly lands on
+// creates of the same variant. The first warmup creates of each variant are
+// not counted. Each create is checked to have gone through the webhooks it
+// should. Each block is charged the CPU the API server, meshrole and the
+// do-nothing webhook spent during it and meshrole's API writes.
 //
 // floorPatchWants, when set, is what the do-nothing webhook's patch of
 // another shape (-floor-patch-shape) must give each of its pods.
-func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess, floorPatchWants *podMetadata, n, warmup, block int) (map[string]*podCreateResult, error) {
-	if block <= 0 {
-		return nil, errors.New("pod block must be positive")
+func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess, procs podCreateProcesses, floorPatchWants *podMetadata, n, warmup, block, creators int) (map[string]*podCreateResult, error) {
+	if block <= 0 || creators <= 0 {
+		return nil, errors.New("pod block and creators must be positive")
 	}
 	cs, err := h.PodCreatorClient()
 	if err != nil {
@@ -175,7 +235,7 @@ func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess,
 	if err != nil {
 		return nil, err
 	}
-	floorCalls := int64(0)
+	var floorCalls atomic.Int64
 
 	create := func(v variant, i int) (time.Duration, error) {
 		pod := template.DeepCopy()
@@ -205,33 +265,77 @@ func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess,
 				v.namespace, pod.Name, policy.IstioInjectKey, got.Labels[policy.IstioInjectKey], got.Annotations, v.name)
 		}
 		if v.name == variantFloor || v.name == variantFloorPatch {
-			floorCalls++
+			floorCalls.Add(1)
 		}
 		return d, nil
 	}
 
-	lat := map[string][]time.Duration{}
+	// runBlock creates count pods of v, numbered from first, creators at a
+	// time, and returns their latencies and the block's wall time.
+	runBlock := func(v variant, first, count int) ([]time.Duration, time.Duration, error) {
+		var next atomic.Int64
+		lat := make([]time.Duration, count)
+		errs := make(chan error, creators)
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range min(creators, count) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= count {
+						return
+					}
+					d, err := create(v, first+i)
+					if err != nil {
+						errs <- err
+						return
+					}
+					lat[i] = d
+				}
+			}()
+		}
+		wg.Wait()
+		wall := time.Since(start)
+		close(errs)
+		return lat, wall, <-errs
+	}
+
+	res := map[string]*podCreateResult{}
 	next := map[string]int{}
 	for _, v := range variants {
-		for range warmup {
-			if _, err := create(v, next[v.name]); err != nil {
-				return nil, err
-			}
-			next[v.name]++
+		res[v.name] = &podCreateResult{Variant: v.name}
+		if _, _, err := runBlock(v, 0, warmup); err != nil {
+			return nil, err
 		}
+		next[v.name] = warmup
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	for done := 0; done < n; done += block {
 		for _, k := range rng.Perm(len(variants)) {
 			v := variants[k]
-			for range min(block, n-done) {
-				d, err := create(v, next[v.name])
-				if err != nil {
-					return nil, err
-				}
-				next[v.name]++
-				lat[v.name] = append(lat[v.name], d)
+			count := min(block, n-done)
+			before, err := procs.read(ctx)
+			if err != nil {
+				return nil, err
 			}
+			lat, wall, err := runBlock(v, next[v.name], count)
+			if err != nil {
+				return nil, err
+			}
+			after, err := procs.read(ctx)
+			if err != nil {
+				return nil, err
+			}
+			next[v.name] += count
+			r := res[v.name]
+			r.Latencies = append(r.Latencies, lat...)
+			r.Wall += wall
+			r.APIServerCPU += after.apiServer - before.apiServer
+			r.WebhookCPU += after.webhook - before.webhook
+			r.FloorCPU += after.floor - before.floor
+			r.WebhookWrites += after.writes - before.writes
 		}
 	}
 
@@ -239,15 +343,40 @@ func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess,
 	if err != nil {
 		return nil, err
 	}
-	if served := floorAfter - floorBefore; served < floorCalls {
-		return nil, fmt.Errorf("the do-nothing webhook answered %d reviews for %d pod creates", served, floorCalls)
+	if served := floorAfter - floorBefore; served < floorCalls.Load() {
+		return nil, fmt.Errorf("the do-nothing webhook answered %d reviews for %d pod creates", served, floorCalls.Load())
 	}
-	res := map[string]*podCreateResult{}
-	for name, l := range lat {
-		slices.Sort(l)
-		res[name] = &podCreateResult{Variant: name, Latencies: l, Median: loadgen.Percentile(l, 50), P99: loadgen.Percentile(l, 99)}
+	for _, r := range res {
+		slices.Sort(r.Latencies)
+		r.Median, r.P99 = loadgen.Percentile(r.Latencies, 50), loadgen.Percentile(r.Latencies, 99)
 	}
 	return res, nil
+}
+
+// restWrites sums the client-go requests that change objects in a process's
+// metrics (rest_client_requests_total with method POST, PUT, PATCH or
+// DELETE).
+func restWrites(metrics string) (float64, error) {
+	total := 0.0
+	for _, line := range strings.Split(metrics, "\n") {
+		rest, ok := strings.CutPrefix(line, "rest_client_requests_total{")
+		if !ok {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			return 0, fmt.Errorf("%q: not a sample", line)
+		}
+		if !slices.ContainsFunc([]string{"POST", "PUT", "PATCH", "DELETE"}, func(m string) bool { return strings.Contains(labels, `method="`+m+`"`) }) {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			return 0, fmt.Errorf("%q: %w", line, err)
+		}
+		total += v
+	}
+	return total, nil
 }
 
 // createNamespaces creates the namespaces of the pod-create comparison;

@@ -150,6 +150,21 @@ rest_client_requests_total{code="200",host="127.0.0.1:41973",method="PUT"} 4563
 	}
 }
 
+func TestRestWrites(t *testing.T) {
+	metrics := `rest_client_requests_total{code="200",host="127.0.0.1:41973",method="GET"} 900
+rest_client_requests_total{code="200",host="127.0.0.1:41973",method="PUT"} 4563
+rest_client_requests_total{code="201",host="127.0.0.1:41973",method="POST"} 12
+rest_client_requests_total{code="409",host="127.0.0.1:41973",method="PATCH"} 2
+workqueue_depth{name="meshrolepolicy-status"} 7
+`
+	if got, err := restWrites(metrics); err != nil || got != 4577 {
+		t.Errorf("restWrites = %v, %v; want 4577 (PUT, POST and PATCH, not GET)", got, err)
+	}
+	if _, err := restWrites(`rest_client_requests_total{method="PUT"} x` + "\n"); err == nil {
+		t.Error("a malformed value was accepted")
+	}
+}
+
 func TestParseLastGC(t *testing.T) {
 	log := `2026-11-29T11:00:00Z	INFO	setup	starting
 gc 1 @0.012s 3%: 0.010+1.2+0.003 ms clock, 0.021+0.4/1.1/0+0.007 ms cpu, 3->4->1 MB, 4 MB goal, 0 MB stacks, 0 MB globals, 2 P

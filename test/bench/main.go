@@ -55,6 +55,7 @@ const (
 	targetP99              = 5 * time.Millisecond
 	targetVsNone           = 1.15 // pod create, meshrole / no webhook
 	targetVsFloor          = 1.10 // pod create, meshrole / do-nothing webhook
+	targetVsSamePatch      = 1.10 // pod creates/s, do-nothing webhook with meshrole's patch / meshrole
 	targetRSS              = 64 << 20
 )
 
@@ -73,7 +74,7 @@ type config struct {
 	skipHTTP1                bool
 	profile                  bool
 	keep                     bool
-	podBlock                 int
+	podBlock, podCreators    int
 	serveFloor, floorCertDir string
 	floorPatch               string
 	webhookPprof             string
@@ -90,6 +91,7 @@ func main() {
 	flag.IntVar(&c.pods, "pods", 500, "Pod creates: measured creates per variant.")
 	flag.IntVar(&c.podWarmup, "pod-warmup", 20, "Pod creates: unmeasured creates per variant first.")
 	flag.IntVar(&c.podBlock, "pod-block", 25, "Pod creates: consecutive creates per variant; blocks of the variants alternate in random order.")
+	flag.IntVar(&c.podCreators, "pod-creators", 1, "Pod creates: concurrent creators within a block (the concurrency study of docs/performance.md runs 8, with -pod-block 80).")
 	flag.IntVar(&c.policies, "policies", 10000, "Memory: MeshRolePolicies to create.")
 	flag.IntVar(&c.namespaces, "namespaces", 1000, "Memory: namespaces they are spread over.")
 	flag.IntVar(&c.creators, "creators", 4, "Memory: concurrent creators.")
@@ -413,7 +415,7 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 	if !c.skipPods {
 		var pods map[string]*podCreateResult
 		nativeObjects := 0
-		if err := timed(fmt.Sprintf("pod creates through kube-apiserver: %d × (%d + %d warm-up), sequential, blocks of %d", len(variants), c.pods, c.podWarmup, c.podBlock), func() error {
+		if err := timed(fmt.Sprintf("pod creates through kube-apiserver: %d × (%d + %d warm-up), %d at a time, blocks of %d", len(variants), c.pods, c.podWarmup, c.podCreators, c.podBlock), func() error {
 			if err := registerFloors(ctx, h, floor); err != nil {
 				return err
 			}
@@ -426,13 +428,22 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 			if err := installNativeFloor(ctx, h); err != nil {
 				return err
 			}
-			pods, err = measurePodCreates(ctx, h, floor, floorPatchWants, c.pods, c.podWarmup, c.podBlock)
+			apiServer, err := apiServerPID()
+			if err != nil {
+				return err
+			}
+			procs := podCreateProcesses{apiServer: apiServer, webhook: pid, floor: floor.PID(), webhookMetrics: h.Webhook.MetricsURL()}
+			pods, err = measurePodCreates(ctx, h, floor, procs, floorPatchWants, c.pods, c.podWarmup, c.podBlock, c.podCreators)
 			return err
 		}); err != nil {
 			return nil, err
 		}
 		none, fl, fp, mr, un := pods[variantNone], pods[variantFloor], pods[variantFloorPatch], pods[variantMeshrole], pods[variantUnmatched]
-		t.section(fmt.Sprintf("pod create through kube-apiserver: %d creates each, one client, variants alternating in blocks of %d", c.pods, c.podBlock))
+		creators := "one client"
+		if c.podCreators > 1 {
+			creators = fmt.Sprintf("%d concurrent creators", c.podCreators)
+		}
+		t.section(fmt.Sprintf("pod create through kube-apiserver: %d creates each, %s, variants alternating in blocks of %d", c.pods, creators, c.podBlock))
 		t.info("no webhook: median / p99", dur(none.Median)+" / "+dur(none.P99))
 		t.info("do-nothing webhook: median / p99", dur(fl.Median)+" / "+dur(fl.P99))
 		fpLabel := "do-nothing webhook answering meshrole's patch: median / p99"
@@ -452,6 +463,15 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 		t.check("meshrole / do-nothing: median", ratio(r), "≤ "+ratio(targetVsFloor), r <= targetVsFloor)
 		t.info("meshrole / do-nothing: p99", ratio(div(mr.P99, fl.P99)))
 		t.info("meshrole / do-nothing with the same patch: median, p99", ratio(div(mr.Median, fp.Median))+", "+ratio(div(mr.P99, fp.P99)))
+		t.section(fmt.Sprintf("pod create throughput and what each create costs, %s (CPU of each process during the variant's blocks, per create)", creators))
+		for _, v := range []*podCreateResult{none, fl, fp, mr, un} {
+			t.info(v.Variant+": creates/s; kube-apiserver CPU", fmt.Sprintf("%s; %s", rate(v.PerSecond()), dur(v.Per(v.APIServerCPU))))
+		}
+		t.info("do-nothing webhook CPU, its variants", fmt.Sprintf("%s (plain), %s (with the patch)", dur(fl.Per(fl.FloorCPU)), dur(fp.Per(fp.FloorCPU))))
+		t.info("meshrole webhook CPU, its variants", fmt.Sprintf("%s (patched), %s (unmatched); idle in the other blocks: %s", dur(mr.Per(mr.WebhookCPU)), dur(un.Per(un.WebhookCPU)), dur(none.Per(none.WebhookCPU))))
+		t.info("meshrole's API writes per create", fmt.Sprintf("%.2f (patched), %.2f (unmatched); in the other blocks: %.2f", mr.WebhookWrites/float64(len(mr.Latencies)), un.WebhookWrites/float64(len(un.Latencies)), none.WebhookWrites/float64(len(none.Latencies))))
+		r = fp.PerSecond() / mr.PerSecond()
+		t.check("do-nothing with the same patch / meshrole: creates/s", ratio(r), "≤ "+ratio(targetVsSamePatch), r <= targetVsSamePatch && mr.PerSecond() > 0)
 		nv := pods[variantNative]
 		t.section(fmt.Sprintf("native mode vs webhook mode vs none: the same pods, same run (%d generated MutatingAdmissionPolicies installed)", nativeObjects))
 		t.info("native mode (no webhook; patched): median / p99", dur(nv.Median)+" / "+dur(nv.P99))

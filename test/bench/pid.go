@@ -13,7 +13,18 @@ import (
 // whose command line has --webhook-port=<port>. (test/harness does not
 // export the pid of the processes it starts.)
 func webhookPID(port int) (int, error) {
-	want := []byte("--webhook-port=" + strconv.Itoa(port) + "\x00")
+	return childPID("--webhook-port=" + strconv.Itoa(port))
+}
+
+// apiServerPID finds the kube-apiserver envtest started for the harness.
+func apiServerPID() (int, error) {
+	return childPID("kube-apiserver")
+}
+
+// childPID finds a child of this process one of whose command-line words
+// ends with arg.
+func childPID(arg string) (int, error) {
+	want := []byte(arg + "\x00")
 	self := os.Getpid()
 	dirs, err := filepath.Glob("/proc/[0-9]*")
 	if err != nil {
@@ -32,7 +43,7 @@ func webhookPID(port int) (int, error) {
 			return pid, nil
 		}
 	}
-	return 0, fmt.Errorf("no child process with --webhook-port=%d in /proc", port)
+	return 0, fmt.Errorf("no child process with %s on its command line in /proc", arg)
 }
 
 func parentPID(pid int) int {
