@@ -112,7 +112,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, nativeMode bool) er
 		Watches(&v1alpha1.MeshRolePolicy{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return namespacedPoliciesNamed(ctx, c, o.GetNamespace())
 		}), builder.WithPredicates(decisionsChanged())).
-		Watches(&v1alpha1.ClusterMeshRolePolicy{}, handler.EnqueueRequestsFromMapFunc(allNamespacedPolicies(c)),
+		Watches(&v1alpha1.ClusterMeshRolePolicy{}, handler.EnqueueRequestsFromMapFunc(namespacedPoliciesReachedBy(c)),
 			builder.WithPredicates(decisionsChanged())).
 		WatchesMetadata(&corev1.Pod{}, podEvents(policiesOfPod(false), policiesReachingPod(c, false))).
 		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(namespacedPoliciesIn(c)),
@@ -131,7 +131,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, nativeMode bool) er
 	}
 	return ctrl.NewControllerManagedBy(mgr).Named("clustermeshrolepolicy-status").
 		For(&v1alpha1.ClusterMeshRolePolicy{}).
-		Watches(&v1alpha1.MeshRolePolicy{}, handler.EnqueueRequestsFromMapFunc(allClusterPolicies(c)),
+		Watches(&v1alpha1.MeshRolePolicy{}, handler.EnqueueRequestsFromMapFunc(clusterPoliciesReaching(c)),
 			builder.WithPredicates(decisionsChanged())).
 		Watches(&v1alpha1.ClusterMeshRolePolicy{}, handler.EnqueueRequestsFromMapFunc(allClusterPolicies(c)),
 			builder.WithPredicates(decisionsChanged())).
@@ -173,7 +173,7 @@ func namespacedPoliciesIn(c client.Reader) handler.MapFunc {
 // namespacedPoliciesNamed lists the MeshRolePolicies of one namespace.
 func namespacedPoliciesNamed(ctx context.Context, c client.Reader, namespace string) []reconcile.Request {
 	list := &v1alpha1.MeshRolePolicyList{}
-	if err := c.List(ctx, list, client.InNamespace(namespace)); err != nil {
+	if err := c.List(ctx, list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	out := make([]reconcile.Request, len(list.Items))
@@ -183,17 +183,25 @@ func namespacedPoliciesNamed(ctx context.Context, c client.Reader, namespace str
 	return out
 }
 
-// allNamespacedPolicies maps a cluster policy to every MeshRolePolicy: it
-// may outrank, or stop outranking, any of them somewhere.
-func allNamespacedPolicies(c client.Reader) handler.MapFunc {
-	return func(ctx context.Context, _ client.Object) []reconcile.Request {
-		list := &v1alpha1.MeshRolePolicyList{}
-		if err := c.List(ctx, list); err != nil {
+// namespacedPoliciesReachedBy maps a cluster policy to the MeshRolePolicies
+// in the namespaces it reaches: there it may outrank, or stop outranking,
+// them. An edit maps both versions, so the namespaces a changed selector
+// leaves are covered too. Elsewhere it changes nothing of theirs, and with
+// a thousand namespaces an edit would otherwise recompute a thousand
+// statuses.
+func namespacedPoliciesReachedBy(c client.Reader) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		cp, ok := o.(*v1alpha1.ClusterMeshRolePolicy)
+		if !ok {
 			return nil
 		}
-		out := make([]reconcile.Request, len(list.Items))
-		for i := range list.Items {
-			out[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}
+		namespaces, err := reachedNamespaces(ctx, c, policy.Ref{Name: cp.Name}, policy.NewReach(policy.Ref{Name: cp.Name}, &cp.Spec.NamespaceSelector))
+		if err != nil {
+			return nil
+		}
+		var out []reconcile.Request
+		for _, ns := range namespaces {
+			out = append(out, namespacedPoliciesNamed(ctx, c, ns.name)...)
 		}
 		return out
 	}
@@ -214,7 +222,7 @@ func policiesReachingPod(c client.Reader, cluster bool) handler.MapFunc {
 			return namespacedPoliciesNamed(ctx, c, ns.Name)
 		}
 		list := &v1alpha1.ClusterMeshRolePolicyList{}
-		if err := c.List(ctx, list); err != nil {
+		if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 			return nil
 		}
 		var out []reconcile.Request
@@ -233,12 +241,36 @@ func policiesReachingPod(c client.Reader, cluster bool) handler.MapFunc {
 func allClusterPolicies(c client.Reader) handler.MapFunc {
 	return func(ctx context.Context, _ client.Object) []reconcile.Request {
 		list := &v1alpha1.ClusterMeshRolePolicyList{}
-		if err := c.List(ctx, list); err != nil {
+		if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 			return nil
 		}
 		out := make([]reconcile.Request, len(list.Items))
 		for i := range list.Items {
 			out[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}
+		}
+		return out
+	}
+}
+
+// clusterPoliciesReaching maps a MeshRolePolicy to the cluster policies
+// that reach its namespace, the only ones it can outrank or conflict with.
+func clusterPoliciesReaching(c client.Reader) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		ns := &metav1.PartialObjectMetadata{}
+		ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+		if err := c.Get(ctx, client.ObjectKey{Name: o.GetNamespace()}, ns); err != nil {
+			return nil
+		}
+		list := &v1alpha1.ClusterMeshRolePolicyList{}
+		if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+			return nil
+		}
+		var out []reconcile.Request
+		for i := range list.Items {
+			cp := &list.Items[i]
+			if policy.NewReach(policy.Ref{Name: cp.Name}, &cp.Spec.NamespaceSelector).Namespace(ns.Name, labels.Set(ns.Labels)) {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(cp)})
+			}
 		}
 		return out
 	}
@@ -409,6 +441,11 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, req reconcile.Request) (r
 	}
 	*p.PolicyStatus() = *next
 	if err := r.Client.Status().Update(ctx, p); err != nil {
+		if apierrors.IsConflict(err) {
+			// The cache has not yet seen this controller's previous
+			// write; by statusDelay it has. Not an error worth a log line.
+			return reconcile.Result{RequeueAfter: statusDelay}, nil
+		}
 		return reconcile.Result{}, err
 	}
 	if len(others) > 0 && !wasConflicting {

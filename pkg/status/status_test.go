@@ -2,10 +2,13 @@ package status
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -26,6 +29,8 @@ type fixture struct {
 	events       *events.FakeRecorder
 	drifted      *driftGauge
 	statusWrites int
+	// statusError, when set, is what every status write returns.
+	statusError error
 }
 
 func newFixture(t *testing.T, objs ...client.Object) *fixture {
@@ -50,6 +55,9 @@ func newFixture(t *testing.T, objs ...client.Object) *fixture {
 		WithInterceptorFuncs(interceptor.Funcs{
 			SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
 				f.statusWrites++
+				if f.statusError != nil {
+					return f.statusError
+				}
 				return c.SubResource(sub).Update(ctx, obj, opts...)
 			},
 		}).Build()
@@ -214,5 +222,71 @@ func TestClusterPolicyCountsSelectedEnabledNamespaces(t *testing.T) {
 	p := reconcileOnce(t, clusterReconciler(f), client.ObjectKey{Name: "shops"})
 	if got := matchedPods(&p.Status); got["peers"] != 2 {
 		t.Errorf("matchedPods %v, want peers=2 (shop and shop-2)", got)
+	}
+}
+
+// TestPolicyEventsEnqueueOnlyWhatTheyReach: an edit of a cluster policy
+// recomputes the MeshRolePolicies of the namespaces it reaches, not every
+// one in the cluster, and a MeshRolePolicy's edit the cluster policies that
+// reach its namespace.
+func TestPolicyEventsEnqueueOnlyWhatTheyReach(t *testing.T) {
+	edited := map[string]string{policy.EnabledNamespaceLabel: "true", "group": "edited"}
+	disabledButSelected := map[string]string{"group": "edited"}
+	steady := map[string]string{policy.EnabledNamespaceLabel: "true", "group": "steady"}
+	inNamespace := func(ns string) *v1alpha1.MeshRolePolicy {
+		p := eurekaPolicy()
+		p.Namespace = ns
+		return p
+	}
+	selecting := func(name, group string) *v1alpha1.ClusterMeshRolePolicy {
+		return &v1alpha1.ClusterMeshRolePolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.ClusterMeshRolePolicySpec{
+			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{"group": group}}}}
+	}
+	edit := selecting("peers", "edited")
+	everywhere := &v1alpha1.ClusterMeshRolePolicy{ObjectMeta: metav1.ObjectMeta{Name: "everywhere"}}
+	f := newFixture(t,
+		namespace("a", edited), namespace("b", edited), namespace("off", disabledButSelected), namespace("c", steady),
+		inNamespace("a"), inNamespace("b"), inNamespace("off"), inNamespace("c"),
+		edit, selecting("steady-peers", "steady"), everywhere)
+	ctx := context.Background()
+
+	var got []string
+	for _, r := range namespacedPoliciesReachedBy(f.client)(ctx, edit) {
+		got = append(got, r.String())
+	}
+	slices.Sort(got)
+	if want := []string{"a/eureka", "b/eureka"}; !slices.Equal(got, want) {
+		t.Errorf("an edit of cluster policy peers enqueued %v, want %v", got, want)
+	}
+
+	got = nil
+	for _, r := range clusterPoliciesReaching(f.client)(ctx, inNamespace("c")) {
+		got = append(got, r.String())
+	}
+	slices.Sort(got)
+	if want := []string{"/everywhere", "/steady-peers"}; !slices.Equal(got, want) {
+		t.Errorf("an edit of c/eureka enqueued %v, want %v", got, want)
+	}
+	if got := clusterPoliciesReaching(f.client)(ctx, inNamespace("off")); len(got) != 0 {
+		t.Errorf("an edit in a namespace meshrole is not enabled in enqueued %v", got)
+	}
+}
+
+// TestStaleStatusWriteIsRetriedQuietly: a status write that lost to this
+// controller's own previous one (the cache had not caught up) is retried
+// after statusDelay, without an error for controller-runtime to log; any
+// other failure is an error.
+func TestStaleStatusWriteIsRetriedQuietly(t *testing.T) {
+	f := newFixture(t, namespace("shop", enabled), eurekaPolicy())
+	r := namespacedReconciler(f)
+	key := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(eurekaPolicy())}
+	f.statusError = apierrors.NewConflict(v1alpha1.GroupVersion.WithResource("meshrolepolicies").GroupResource(), "eureka", errors.New("the object has been modified"))
+	res, err := r.Reconcile(context.Background(), key)
+	if err != nil || res.RequeueAfter != statusDelay || f.statusWrites != 1 {
+		t.Errorf("on a conflict: %+v, %v after %d writes; want a retry after %v and no error", res, err, f.statusWrites, statusDelay)
+	}
+	f.statusError = apierrors.NewServiceUnavailable("etcd is down")
+	if _, err := r.Reconcile(context.Background(), key); !apierrors.IsServiceUnavailable(err) {
+		t.Errorf("on another failure: %v, want it returned", err)
 	}
 }
