@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -273,33 +272,13 @@ func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess,
 	// runBlock creates count pods of v, numbered from first, creators at a
 	// time, and returns their latencies and the block's wall time.
 	runBlock := func(v variant, first, count int) ([]time.Duration, time.Duration, error) {
-		var next atomic.Int64
 		lat := make([]time.Duration, count)
-		errs := make(chan error, creators)
 		start := time.Now()
-		var wg sync.WaitGroup
-		for range min(creators, count) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					i := int(next.Add(1)) - 1
-					if i >= count {
-						return
-					}
-					d, err := create(v, first+i)
-					if err != nil {
-						errs <- err
-						return
-					}
-					lat[i] = d
-				}
-			}()
-		}
-		wg.Wait()
-		wall := time.Since(start)
-		close(errs)
-		return lat, wall, <-errs
+		err := parallel(ctx, creators, count, func(i int) (err error) {
+			lat[i], err = create(v, first+i)
+			return err
+		})
+		return lat, time.Since(start), err
 	}
 
 	res := map[string]*podCreateResult{}

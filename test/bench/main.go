@@ -55,6 +55,7 @@ const (
 	targetP99              = 5 * time.Millisecond
 	targetVsNone           = 1.15 // pod create, meshrole / no webhook
 	targetVsFloor          = 1.10 // pod create, meshrole / do-nothing webhook
+	targetStorm            = 1.20 // admission latency during a status storm / quiet
 	targetVsSamePatch      = 1.10 // pod creates/s, do-nothing webhook with meshrole's patch / meshrole
 	targetRSS              = 64 << 20
 )
@@ -75,6 +76,8 @@ type config struct {
 	profile                  bool
 	keep                     bool
 	podBlock, podCreators    int
+	skipScale                bool
+	scale                    scaleConfig
 	serveFloor, floorCertDir string
 	floorPatch               string
 	webhookPprof             string
@@ -91,6 +94,13 @@ func main() {
 	flag.IntVar(&c.pods, "pods", 500, "Pod creates: measured creates per variant.")
 	flag.IntVar(&c.podWarmup, "pod-warmup", 20, "Pod creates: unmeasured creates per variant first.")
 	flag.IntVar(&c.podBlock, "pod-block", 25, "Pod creates: consecutive creates per variant; blocks of the variants alternate in random order.")
+	flag.BoolVar(&c.skipScale, "skip-scale", false, "Skip the pods-at-scale phase.")
+	flag.IntVar(&c.scale.namespaces, "scale-namespaces", 1000, "Pods at scale: namespaces, each with a MeshRolePolicy for its clients.")
+	flag.IntVar(&c.scale.podsPerNamespace, "scale-pods", 10, "Pods at scale: pods per namespace.")
+	flag.IntVar(&c.scale.editedNamespaces, "scale-edited", 100, "Pods at scale: namespaces of peers the edited ClusterMeshRolePolicy selects.")
+	flag.IntVar(&c.scale.creators, "scale-creators", 8, "Pods at scale: concurrent creators of the namespaces, policies and pods.")
+	flag.DurationVar(&c.scale.load, "scale-load", 10*time.Second, "Pods at scale: each admission-latency window (quiet, then during the storm).")
+	flag.DurationVar(&c.scale.flipEvery, "scale-flip", 2*time.Second, "Pods at scale: how often the storm edits the ClusterMeshRolePolicy.")
 	flag.IntVar(&c.podCreators, "pod-creators", 1, "Pod creates: concurrent creators within a block (the concurrency study of docs/performance.md runs 8, with -pod-block 80).")
 	flag.IntVar(&c.policies, "policies", 10000, "Memory: MeshRolePolicies to create.")
 	flag.IntVar(&c.namespaces, "namespaces", 1000, "Memory: namespaces they are spread over.")
@@ -350,6 +360,11 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 		return nil, err
 	}
 	defer floor.Stop()
+	apiServer, err := apiServerPID()
+	if err != nil {
+		return nil, err
+	}
+	procs := podCreateProcesses{apiServer: apiServer, webhook: pid, floor: floor.PID(), webhookMetrics: h.Webhook.MetricsURL()}
 
 	// Throughput over TLS: the do-nothing webhook, then meshrole.
 	type run struct {
@@ -428,11 +443,6 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 			if err := installNativeFloor(ctx, h); err != nil {
 				return err
 			}
-			apiServer, err := apiServerPID()
-			if err != nil {
-				return err
-			}
-			procs := podCreateProcesses{apiServer: apiServer, webhook: pid, floor: floor.PID(), webhookMetrics: h.Webhook.MetricsURL()}
 			pods, err = measurePodCreates(ctx, h, floor, procs, floorPatchWants, c.pods, c.podWarmup, c.podBlock, c.podCreators)
 			return err
 		}); err != nil {
@@ -484,6 +494,22 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 		t.info("meshrole unmatched / do-nothing: median, p99", ratio(div(un.Median, fl.Median))+", "+ratio(div(un.P99, fl.P99)))
 	}
 
+	if !c.skipScale {
+		var sc *scaleResult
+		if err := timed(fmt.Sprintf("pods at scale: %d namespaces × %d pods, %d creators", c.scale.namespaces, c.scale.podsPerNamespace, c.scale.creators), func() error {
+			sc, err = measureScale(ctx, h, c.scale, procs, body, with(base, func(o *loadgen.Options) { o.URL, o.PID, o.ExpectPatch = h.Webhook.URL(), pid, true }))
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		scaleRows(t, sc, c.scale)
+		for _, r := range []loadgen.Result{sc.Quiet, sc.Storm} {
+			if r.Errors > 0 || r.Requests == 0 {
+				failures = append(failures, fmt.Sprintf("pods at scale: %d of %d admissions failed %v %q", r.Errors, r.Requests, r.ErrorKinds, r.ErrorSamples))
+			}
+		}
+	}
+
 	if !c.skipMemory {
 		var mem *memoryResult
 		if err := timed(fmt.Sprintf("memory: %d policies across %d namespaces, %d creators", c.policies, c.namespaces, c.creators), func() error {
@@ -517,6 +543,26 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 		}
 	}
 	return failures, nil
+}
+
+func scaleRows(t *table, sc *scaleResult, c scaleConfig) {
+	t.section(fmt.Sprintf("pods at scale: %s pods across %s namespaces (a MeshRolePolicy in each), a ClusterMeshRolePolicy over %d of them (%s pods)",
+		thousands(int64(sc.Pods)), thousands(int64(sc.Namespaces)), c.editedNamespaces, thousands(int64(sc.Affected))))
+	t.info(fmt.Sprintf("pods created, %d creators", c.creators), fmt.Sprintf("%.1f s (%s); every status counts them %.1f s after the last create",
+		sc.CreateTime.Seconds(), rate(float64(sc.Pods)/sc.CreateTime.Seconds()), sc.CountedAfter.Seconds()))
+	t.info("  meshrole's API writes and CPU until then", fmt.Sprintf("%s writes (%.3f per pod); %s CPU (%s per pod)",
+		thousands(int64(sc.CreateWrites)), sc.CreateWrites/float64(sc.Pods), dur(sc.CreateCPU), dur(sc.CreateCPU/time.Duration(sc.Pods))))
+	t.info("  meshrole's VmRSS with every pod cached", mib(sc.PodsRSS))
+	t.info(fmt.Sprintf("an edit of the ClusterMeshRolePolicy drifting its %s pods: status settled in", thousands(int64(sc.Affected))),
+		fmt.Sprintf("%.1f s; %s API writes; %s CPU", sc.SettleTime.Seconds(), thousands(int64(sc.SettleWrites)), dur(sc.SettleCPU)))
+	t.info("admission latency, one worker, quiet: p50 / p99", dur(sc.Quiet.Latency.P50)+" / "+dur(sc.Quiet.Latency.P99))
+	t.info(fmt.Sprintf("  during a storm (%d edits, one every %v): p50 / p99", sc.Flips, c.flipEvery), fmt.Sprintf("%s / %s; %s API writes",
+		dur(sc.Storm.Latency.P50), dur(sc.Storm.Latency.P99), thousands(int64(sc.StormWrites))))
+	t.info("  meshrole's CPU per admission, quiet / storm", fmt.Sprintf("%s / %s (the storm's status work included)", dur(sc.Quiet.ServerCPUPerRequest), dur(sc.Storm.ServerCPUPerRequest)))
+	r := div(sc.Storm.Latency.P50, sc.Quiet.Latency.P50)
+	t.check("  storm / quiet: p50", ratio(r), "≤ "+ratio(targetStorm), r <= targetStorm && sc.Storm.Requests > 0)
+	r = div(sc.Storm.Latency.P99, sc.Quiet.Latency.P99)
+	t.check("  storm / quiet: p99", ratio(r), "≤ "+ratio(targetStorm), r <= targetStorm && sc.Storm.Requests > 0)
 }
 
 // spread shows the range of per-run ratios.
