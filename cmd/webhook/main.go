@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -64,6 +65,10 @@ const (
 	modeWebhook = "webhook"
 	modeNative  = "native"
 )
+
+// extraMetricsHandlers are served beside /metrics: none, except in a build
+// with -tags pprof (pprof.go).
+var extraMetricsHandlers map[string]http.Handler
 
 func main() {
 	opts, err := parseOptions(flag.CommandLine, os.Args[1:])
@@ -176,7 +181,7 @@ func run(opts options) error {
 				&v1alpha1.ClusterMeshRolePolicy{}: {Transform: status.TransformPolicy},
 			},
 		},
-		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr, ExtraHandlers: extraMetricsHandlers},
 		HealthProbeBindAddress:  opts.ProbeAddr,
 		LeaderElection:          opts.LeaderElect,
 		LeaderElectionID:        "meshrole.io",

@@ -45,18 +45,52 @@ type variant struct {
 	// patched: the pod must come back with meshrole's verdict (or, for
 	// do-nothing-patch, the same keys under bench.meshrole.io/).
 	patched bool
+	// wants, for the do-nothing webhook answering another patch shape, is
+	// what its pods must come back with instead.
+	wants *podMetadata
 }
 
-var variants = []variant{
-	{variantNone, nsNone, "eureka-server", false},
-	{variantFloor, nsFloor, "eureka-server", false},
-	{variantFloorPatch, nsFloorPatch, "eureka-server", true},
-	{variantMeshrole, nsMeshrole, "eureka-server", true},
+var baseVariants = []variant{
+	{variantNone, nsNone, "eureka-server", false, nil},
+	{variantFloor, nsFloor, "eureka-server", false, nil},
+	{variantFloorPatch, nsFloorPatch, "eureka-server", true, nil},
+	{variantMeshrole, nsMeshrole, "eureka-server", true, nil},
 	// A pod in meshrole's namespace that no policy matches: the webhook is
 	// called and answers without a patch.
-	{variantUnmatched, nsMeshrole, "no-policy-matches", false},
-	{variantNative, nsNative, "eureka-server", true},
-	{variantNativeFloor, nsNativeFloor, "eureka-server", true},
+	{variantUnmatched, nsMeshrole, "no-policy-matches", false, nil},
+	{variantNative, nsNative, "eureka-server", true, nil},
+	{variantNativeFloor, nsNativeFloor, "eureka-server", true, nil},
+}
+
+// shapeVariant is the do-nothing webhook answering another patch shape,
+// whose pods must come back with wants.
+func shapeVariant(shape string, wants podMetadata) variant {
+	return variant{variantFloorPatch + "-" + shape, nsFloorPatch + "-" + shape, "eureka-server", true, &wants}
+}
+
+// floorLabelValue selects the do-nothing webhook's handler for a namespace:
+// "plain", or "patch-<shape>".
+func floorLabelValue(v variant) string {
+	switch {
+	case v.name == variantFloor:
+		return "plain"
+	case v.name == variantFloorPatch:
+		return "patch-" + shapeMeshrole
+	default:
+		shape, _ := strings.CutPrefix(v.name, variantFloorPatch+"-")
+		return "patch-" + shape
+	}
+}
+
+// floorVariants are the variants the do-nothing webhook answers.
+func floorVariants(variants []variant) []variant {
+	var out []variant
+	for _, v := range variants {
+		if v.name == variantFloor || strings.HasPrefix(v.name, variantFloorPatch) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // capturePatch asks the meshrole webhook once for its answer to
@@ -84,18 +118,23 @@ func capturePatch(ctx context.Context, url string, opts loadgen.Options) ([]byte
 	return patch, nil
 }
 
-// registerFloors registers the do-nothing webhook twice, exactly as the
-// harness registers meshrole (same rules, timeout, failure policy, HTTP/2 to
-// a loopback URL), for namespaces labelled floorLabel=plain and =patch.
-func registerFloors(ctx context.Context, h *harness.Harness, f *floorProcess) error {
-	for _, r := range []struct{ value, url string }{{"plain", f.URL()}, {"patch", f.PatchURL()}} {
+// registerFloors registers the do-nothing webhook once per handler, exactly
+// as the harness registers meshrole (same rules, timeout, failure policy,
+// HTTP/2 to a loopback URL), for the namespaces labelled floorLabel=plain
+// and =patch-<shape>.
+func registerFloors(ctx context.Context, h *harness.Harness, f *floorProcess, variants []variant) error {
+	for _, v := range floorVariants(variants) {
+		value := floorLabelValue(v)
+		url := f.URL()
+		if shape, ok := strings.CutPrefix(value, "patch-"); ok {
+			url = f.PatchURL(shape)
+		}
 		cfg := h.WebhookConfiguration().DeepCopy()
-		cfg.Name = "00-meshrole-bench-do-nothing-" + r.value
+		cfg.Name = "00-meshrole-bench-do-nothing-" + value
 		wh := &cfg.Webhooks[0]
-		wh.Name = "do-nothing-" + r.value + ".bench.meshrole.io"
-		url := r.url
+		wh.Name = "do-nothing-" + value + ".bench.meshrole.io"
 		wh.ClientConfig.URL = &url
-		wh.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{floorLabel: r.value}}
+		wh.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{floorLabel: value}}
 		if err := h.Client.Create(ctx, cfg); err != nil {
 			return err
 		}
@@ -103,11 +142,12 @@ func registerFloors(ctx context.Context, h *harness.Harness, f *floorProcess) er
 	return nil
 }
 
-// waitForFloors dry-run creates pods in both do-nothing namespaces until the
-// API server calls the do-nothing webhook for each (webhook configurations
-// reach the admission chain asynchronously).
-func waitForFloors(ctx context.Context, h *harness.Harness, f *floorProcess) error {
-	for _, ns := range []string{nsFloor, nsFloorPatch} {
+// waitForFloors dry-run creates pods in every do-nothing namespace until
+// the API server calls the do-nothing webhook for each (webhook
+// configurations reach the admission chain asynchronously).
+func waitForFloors(ctx context.Context, h *harness.Harness, f *floorProcess, variants []variant) error {
+	for _, v := range floorVariants(variants) {
+		ns := v.namespace
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			before, err := f.Served(ctx)
@@ -216,9 +256,8 @@ func (p podCreateProcesses) read(ctx context.Context) (costs, error) {
 // should. Each block is charged the CPU the API server, meshrole and the
 // do-nothing webhook spent during it and meshrole's API writes.
 //
-// floorPatchWants, when set, is what the do-nothing webhook's patch of
-// another shape (-floor-patch-shape) must give each of its pods.
-func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess, procs podCreateProcesses, floorPatchWants *podMetadata, n, warmup, block, creators int) (map[string]*podCreateResult, error) {
+// Pods are named <app>-<pass><number>, so that passes do not collide.
+func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess, procs podCreateProcesses, variants []variant, pass string, n, warmup, block, creators int) (map[string]*podCreateResult, error) {
 	if block <= 0 || creators <= 0 {
 		return nil, errors.New("pod block and creators must be positive")
 	}
@@ -239,7 +278,7 @@ func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess,
 	create := func(v variant, i int) (time.Duration, error) {
 		pod := template.DeepCopy()
 		pod.Namespace = v.namespace
-		pod.Name = fmt.Sprintf("%s-%04d", v.app, i)
+		pod.Name = fmt.Sprintf("%s-%s%04d", v.app, pass, i)
 		pod.Labels["app"] = v.app
 		start := time.Now()
 		got, err := cs.CoreV1().Pods(v.namespace).Create(ctx, pod, metav1.CreateOptions{})
@@ -256,14 +295,14 @@ func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess,
 			policyRef = nsNative + "/p-00000"
 		}
 		patched := got.Labels[policy.IstioInjectKey] == "false" && got.Annotations[prefix+policy.PolicyAnnotation] == policyRef
-		if v.name == variantFloorPatch && floorPatchWants != nil {
-			patched = hasMetadata(got.Labels, got.Annotations, *floorPatchWants)
+		if v.wants != nil {
+			patched = hasMetadata(got.Labels, got.Annotations, *v.wants)
 		}
 		if patched != v.patched {
 			return 0, fmt.Errorf("pod %s/%s: %s label %q, annotations %v: the %s variant did not go through the webhooks it should",
 				v.namespace, pod.Name, policy.IstioInjectKey, got.Labels[policy.IstioInjectKey], got.Annotations, v.name)
 		}
-		if v.name == variantFloor || v.name == variantFloorPatch {
+		if v.name == variantFloor || strings.HasPrefix(v.name, variantFloorPatch) {
 			floorCalls.Add(1)
 		}
 		return d, nil
@@ -360,15 +399,15 @@ func restWrites(metrics string) (float64, error) {
 
 // createNamespaces creates the namespaces of the pod-create comparison;
 // meshrole's has the throughput phase's policies.
-func createNamespaces(ctx context.Context, h *harness.Harness) error {
-	for _, ns := range []*corev1.Namespace{
-		{ObjectMeta: metav1.ObjectMeta{Name: nsNone}},
-		{ObjectMeta: metav1.ObjectMeta{Name: nsFloor, Labels: map[string]string{floorLabel: "plain"}}},
-		{ObjectMeta: metav1.ObjectMeta{Name: nsFloorPatch, Labels: map[string]string{floorLabel: "patch"}}},
-		{ObjectMeta: metav1.ObjectMeta{Name: nsMeshrole, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
-		{ObjectMeta: metav1.ObjectMeta{Name: nsNative, Labels: map[string]string{policy.EnabledNamespaceLabel: "true"}}},
-		{ObjectMeta: metav1.ObjectMeta{Name: nsNativeFloor}},
-	} {
+func createNamespaces(ctx context.Context, h *harness.Harness, variants []variant) error {
+	for _, v := range variants {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: v.namespace}}
+		switch {
+		case v.namespace == nsMeshrole || v.namespace == nsNative:
+			ns.Labels = map[string]string{policy.EnabledNamespaceLabel: "true"}
+		case v.name == variantFloor || strings.HasPrefix(v.name, variantFloorPatch):
+			ns.Labels = map[string]string{floorLabel: floorLabelValue(v)}
+		}
 		if err := h.Client.Create(ctx, ns); err != nil && !isAlreadyExists(err) {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -63,8 +64,9 @@ func (f *floorHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveFloor runs the do-nothing webhook on addr (loopback) until SIGTERM;
-// with a patch file it also answers with that patch on floorPatchPath.
-func serveFloor(addr, certDir, patchFile string) error {
+// for each file <shape>.json in patchDir it also answers with that patch on
+// floorPatchPath/<shape>.
+func serveFloor(addr, certDir, patchDir string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return err
@@ -72,17 +74,29 @@ func serveFloor(addr, certDir, patchFile string) error {
 	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
 		return fmt.Errorf("floor webhook: %s is not a loopback address", addr)
 	}
-	h, withPatch := &floorHandler{}, &floorHandler{}
-	if patchFile != "" {
-		if withPatch.patch, err = os.ReadFile(patchFile); err != nil {
+	handlers := []*floorHandler{{}}
+	mux := http.NewServeMux()
+	mux.Handle(floorPath, handlers[0])
+	if patchDir != "" {
+		files, err := filepath.Glob(filepath.Join(patchDir, "*.json"))
+		if err != nil {
 			return err
 		}
+		for _, file := range files {
+			h := &floorHandler{}
+			if h.patch, err = os.ReadFile(file); err != nil {
+				return err
+			}
+			mux.Handle(floorPatchPath+"/"+strings.TrimSuffix(filepath.Base(file), ".json"), h)
+			handlers = append(handlers, h)
+		}
 	}
-	mux := http.NewServeMux()
-	mux.Handle(floorPath, h)
-	mux.Handle(floorPatchPath, withPatch)
 	mux.HandleFunc(floorCountPath, func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = fmt.Fprint(w, h.served.Load()+withPatch.served.Load())
+		served := int64(0)
+		for _, h := range handlers {
+			served += h.served.Load()
+		}
+		_, _ = fmt.Fprint(w, served)
 	})
 	srv := &http.Server{
 		Addr:              addr,
@@ -118,17 +132,17 @@ func (f *floorProcess) URL() string {
 	return "https://127.0.0.1:" + strconv.Itoa(f.port) + floorPath
 }
 
-// PatchURL answers with the fixed patch.
-func (f *floorProcess) PatchURL() string {
-	return "https://127.0.0.1:" + strconv.Itoa(f.port) + floorPatchPath
+// PatchURL answers with the fixed patch of a shape.
+func (f *floorProcess) PatchURL(shape string) string {
+	return "https://127.0.0.1:" + strconv.Itoa(f.port) + floorPatchPath + "/" + shape
 }
 
 func (f *floorProcess) PID() int { return f.cmd.Process.Pid }
 
 // startFloor re-executes this program as the do-nothing webhook, serving
-// the certificate in certDir (and the patch in patchFile on PatchURL), and
+// the certificate in certDir (and the patches in patchDir on PatchURL), and
 // waits until it answers.
-func startFloor(ctx context.Context, certDir, patchFile string, caPEM []byte, logPath string) (*floorProcess, error) {
+func startFloor(ctx context.Context, certDir, patchDir string, caPEM []byte, logPath string) (*floorProcess, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -142,7 +156,7 @@ func startFloor(ctx context.Context, certDir, patchFile string, caPEM []byte, lo
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "-serve-floor", "127.0.0.1:"+strconv.Itoa(port), "-floor-cert-dir", certDir, "-floor-patch", patchFile)
+	cmd := exec.Command(self, "-serve-floor", "127.0.0.1:"+strconv.Itoa(port), "-floor-cert-dir", certDir, "-floor-patches", patchDir)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = childProcAttr()
 	if err := cmd.Start(); err != nil {

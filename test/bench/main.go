@@ -76,12 +76,13 @@ type config struct {
 	profile                  bool
 	keep                     bool
 	podBlock, podCreators    int
+	concurrentPods           int
 	skipScale                bool
 	scale                    scaleConfig
 	serveFloor, floorCertDir string
-	floorPatch               string
+	floorPatches             string
 	webhookPprof             string
-	floorPatchShape          string
+	patchShapes              []string
 }
 
 func main() {
@@ -101,7 +102,8 @@ func main() {
 	flag.IntVar(&c.scale.creators, "scale-creators", 8, "Pods at scale: concurrent creators of the namespaces, policies and pods.")
 	flag.DurationVar(&c.scale.load, "scale-load", 10*time.Second, "Pods at scale: each admission-latency window (quiet, then during the storm).")
 	flag.DurationVar(&c.scale.flipEvery, "scale-flip", 2*time.Second, "Pods at scale: how often the storm edits the ClusterMeshRolePolicy.")
-	flag.IntVar(&c.podCreators, "pod-creators", 1, "Pod creates: concurrent creators within a block (the concurrency study of docs/performance.md runs 8, with -pod-block 80).")
+	flag.IntVar(&c.podCreators, "pod-creators", 8, "Concurrent pod creates: creators at a time in a second pass of the pod creates (1: no second pass).")
+	flag.IntVar(&c.concurrentPods, "concurrent-pods", 320, "Concurrent pod creates: measured creates per variant, in blocks of 10 per creator.")
 	flag.IntVar(&c.policies, "policies", 10000, "Memory: MeshRolePolicies to create.")
 	flag.IntVar(&c.namespaces, "namespaces", 1000, "Memory: namespaces they are spread over.")
 	flag.IntVar(&c.creators, "creators", 4, "Memory: concurrent creators.")
@@ -113,16 +115,21 @@ func main() {
 	flag.BoolVar(&c.skipMemory, "skip-memory", false, "Skip the memory measurement.")
 	flag.BoolVar(&c.skipHTTP1, "skip-http1", false, "Skip the HTTP/1.1 throughput row.")
 	flag.BoolVar(&c.profile, "profile", false, "Also profile the admission handler (BenchmarkAdmission/meshrole) and print go tool pprof -top.")
-	flag.StringVar(&c.floorPatchShape, "floor-patch-shape", shapeMeshrole, "Pod creates: the shape of the patch the do-nothing webhook answers with, for the patch-shape study: "+strings.Join(patchShapes, ", ")+" (one run per shape).")
+	c.patchShapes = slices.Clone(patchShapes[1:])
+	flag.Func("patch-shapes", "Pod creates: the other shapes of meshrole's patch the do-nothing webhook also answers, each a variant of the same run, for the patch-shape study: a comma-separated list of "+strings.Join(patchShapes[1:], ", ")+", or none (default: all).", func(v string) error {
+		shapes, err := parseShapes(v)
+		c.patchShapes = shapes
+		return err
+	})
 	flag.StringVar(&c.webhookPprof, "webhook-pprof", "", "Save profiles of the webhook in this directory and print their top: CPU during the meshrole HTTP/2 throughput run, heap at each memory reading (forcing a collection first). Needs a webhook built with net/http/pprof's handlers on its metrics server; the product's build has none.")
 	flag.BoolVar(&c.keep, "keep", false, "Keep the control plane's work directory (logs) after the run.")
 	flag.StringVar(&c.serveFloor, "serve-floor", "", "Internal: serve the do-nothing webhook on this loopback address.")
 	flag.StringVar(&c.floorCertDir, "floor-cert-dir", "", "Internal: the do-nothing webhook's tls.crt and tls.key.")
-	flag.StringVar(&c.floorPatch, "floor-patch", "", "Internal: the JSON patch the do-nothing webhook answers with on its patch path.")
+	flag.StringVar(&c.floorPatches, "floor-patches", "", "Internal: the directory of <shape>.json patches the do-nothing webhook answers with on its patch paths.")
 	flag.Parse()
 
 	if c.serveFloor != "" {
-		if err := serveFloor(c.serveFloor, c.floorCertDir, c.floorPatch); err != nil {
+		if err := serveFloor(c.serveFloor, c.floorCertDir, c.floorPatches); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -326,9 +333,12 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 	base := loadgen.Options{RootCAs: roots, Workers: c.workers, Duration: c.duration, Warmup: c.warmup, Body: body}
 
 	var floor *floorProcess
-	var floorPatchWants *podMetadata // with -floor-patch-shape: what its pods must get
+	variants := slices.Clone(baseVariants)
+	for _, shape := range c.patchShapes {
+		variants = append(variants, shapeVariant(shape, podMetadata{}))
+	}
 	if err := timed("namespaces and policies; starting the do-nothing webhook", func() error {
-		if err := createNamespaces(ctx, h); err != nil {
+		if err := createNamespaces(ctx, h, variants); err != nil {
 			return err
 		}
 		if err := createThroughputPolicies(ctx, h, c.throughputPolicies); err != nil {
@@ -338,23 +348,29 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 		if err != nil {
 			return err
 		}
-		if c.floorPatchShape != shapeMeshrole {
-			pod, err := loadgen.TypicalPod(nsFloorPatch)
+		patchDir := filepath.Join(h.WorkDir, "do-nothing-patches")
+		if err := os.MkdirAll(patchDir, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(patchDir, shapeMeshrole+".json"), patch, 0o644); err != nil {
+			return err
+		}
+		pod, err := loadgen.TypicalPod("")
+		if err != nil {
+			return err
+		}
+		for i, shape := range c.patchShapes {
+			shaped, wants, err := shapePatch(shape, podMetadata{Labels: pod.Labels, Annotations: pod.Annotations}, patch)
 			if err != nil {
 				return err
 			}
-			var wants podMetadata
-			if patch, wants, err = shapePatch(c.floorPatchShape, podMetadata{Labels: pod.Labels, Annotations: pod.Annotations}, patch); err != nil {
+			variants[len(baseVariants)+i].wants = &wants
+			progress("  the do-nothing webhook answers the %s shape: %s", shape, shaped)
+			if err := os.WriteFile(filepath.Join(patchDir, shape+".json"), shaped, 0o644); err != nil {
 				return err
 			}
-			floorPatchWants = &wants
-			progress("  the do-nothing webhook answers the %s shape: %s", c.floorPatchShape, patch)
 		}
-		patchFile := filepath.Join(h.WorkDir, "do-nothing-patch.json")
-		if err := os.WriteFile(patchFile, patch, 0o644); err != nil {
-			return err
-		}
-		floor, err = startFloor(ctx, h.CertDir, patchFile, h.Certs.CAPEM, filepath.Join(h.WorkDir, "do-nothing-webhook.log"))
+		floor, err = startFloor(ctx, h.CertDir, patchDir, h.Certs.CAPEM, filepath.Join(h.WorkDir, "do-nothing-webhook.log"))
 		return err
 	}); err != nil {
 		return nil, err
@@ -430,11 +446,11 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 	if !c.skipPods {
 		var pods map[string]*podCreateResult
 		nativeObjects := 0
-		if err := timed(fmt.Sprintf("pod creates through kube-apiserver: %d × (%d + %d warm-up), %d at a time, blocks of %d", len(variants), c.pods, c.podWarmup, c.podCreators, c.podBlock), func() error {
-			if err := registerFloors(ctx, h, floor); err != nil {
+		if err := timed(fmt.Sprintf("pod creates through kube-apiserver: %d × (%d + %d warm-up), sequential, blocks of %d", len(variants), c.pods, c.podWarmup, c.podBlock), func() error {
+			if err := registerFloors(ctx, h, floor, variants); err != nil {
 				return err
 			}
-			if err := waitForFloors(ctx, h, floor); err != nil {
+			if err := waitForFloors(ctx, h, floor, variants); err != nil {
 				return err
 			}
 			if nativeObjects, err = installNative(ctx, h, c.throughputPolicies, c.nativeNamespaces); err != nil {
@@ -443,24 +459,16 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 			if err := installNativeFloor(ctx, h); err != nil {
 				return err
 			}
-			pods, err = measurePodCreates(ctx, h, floor, procs, floorPatchWants, c.pods, c.podWarmup, c.podBlock, c.podCreators)
+			pods, err = measurePodCreates(ctx, h, floor, procs, variants, "", c.pods, c.podWarmup, c.podBlock, 1)
 			return err
 		}); err != nil {
 			return nil, err
 		}
 		none, fl, fp, mr, un := pods[variantNone], pods[variantFloor], pods[variantFloorPatch], pods[variantMeshrole], pods[variantUnmatched]
-		creators := "one client"
-		if c.podCreators > 1 {
-			creators = fmt.Sprintf("%d concurrent creators", c.podCreators)
-		}
-		t.section(fmt.Sprintf("pod create through kube-apiserver: %d creates each, %s, variants alternating in blocks of %d", c.pods, creators, c.podBlock))
+		t.section(fmt.Sprintf("pod create through kube-apiserver: %d creates each, one client, variants alternating in blocks of %d", c.pods, c.podBlock))
 		t.info("no webhook: median / p99", dur(none.Median)+" / "+dur(none.P99))
 		t.info("do-nothing webhook: median / p99", dur(fl.Median)+" / "+dur(fl.P99))
-		fpLabel := "do-nothing webhook answering meshrole's patch: median / p99"
-		if c.floorPatchShape != shapeMeshrole {
-			fpLabel = fmt.Sprintf("do-nothing webhook answering the %s patch shape: median / p99", c.floorPatchShape)
-		}
-		t.info(fpLabel, dur(fp.Median)+" / "+dur(fp.P99))
+		t.info("do-nothing webhook answering meshrole's patch: median / p99", dur(fp.Median)+" / "+dur(fp.P99))
 		t.info("that patch / do-nothing: median, p99", ratio(div(fp.Median, fl.Median))+", "+ratio(div(fp.P99, fl.P99)))
 		t.info("meshrole, pod a policy matches (patched): median / p99", dur(mr.Median)+" / "+dur(mr.P99))
 		t.info("meshrole, pod no policy matches: median / p99", dur(un.Median)+" / "+dur(un.P99))
@@ -473,15 +481,16 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 		t.check("meshrole / do-nothing: median", ratio(r), "≤ "+ratio(targetVsFloor), r <= targetVsFloor)
 		t.info("meshrole / do-nothing: p99", ratio(div(mr.P99, fl.P99)))
 		t.info("meshrole / do-nothing with the same patch: median, p99", ratio(div(mr.Median, fp.Median))+", "+ratio(div(mr.P99, fp.P99)))
-		t.section(fmt.Sprintf("pod create throughput and what each create costs, %s (CPU of each process during the variant's blocks, per create)", creators))
-		for _, v := range []*podCreateResult{none, fl, fp, mr, un} {
-			t.info(v.Variant+": creates/s; kube-apiserver CPU", fmt.Sprintf("%s; %s", rate(v.PerSecond()), dur(v.Per(v.APIServerCPU))))
+		if len(c.patchShapes) > 0 {
+			t.section(fmt.Sprintf("the patch's shape: the do-nothing webhook answering the same verdict in other JSON patches, same run (%d creates each)", c.pods))
+			t.info("meshrole's shape (one operation per key): median / p99; creates/s; kube-apiserver CPU", fmt.Sprintf("%s / %s; %s; %s", dur(fp.Median), dur(fp.P99), rate(fp.PerSecond()), dur(fp.Per(fp.APIServerCPU))))
+			for _, shape := range c.patchShapes {
+				s := pods[variantFloorPatch+"-"+shape]
+				t.info(fmt.Sprintf("%s: median / p99; creates/s; kube-apiserver CPU", shape), fmt.Sprintf("%s / %s; %s; %s", dur(s.Median), dur(s.P99), rate(s.PerSecond()), dur(s.Per(s.APIServerCPU))))
+				t.info(fmt.Sprintf("  %s / meshrole's shape: median, p99, kube-apiserver CPU", shape), fmt.Sprintf("%s, %s, %s",
+					ratio(div(s.Median, fp.Median)), ratio(div(s.P99, fp.P99)), ratio(div(s.Per(s.APIServerCPU), fp.Per(fp.APIServerCPU)))))
+			}
 		}
-		t.info("do-nothing webhook CPU, its variants", fmt.Sprintf("%s (plain), %s (with the patch)", dur(fl.Per(fl.FloorCPU)), dur(fp.Per(fp.FloorCPU))))
-		t.info("meshrole webhook CPU, its variants", fmt.Sprintf("%s (patched), %s (unmatched); idle in the other blocks: %s", dur(mr.Per(mr.WebhookCPU)), dur(un.Per(un.WebhookCPU)), dur(none.Per(none.WebhookCPU))))
-		t.info("meshrole's API writes per create", fmt.Sprintf("%.2f (patched), %.2f (unmatched); in the other blocks: %.2f", mr.WebhookWrites/float64(len(mr.Latencies)), un.WebhookWrites/float64(len(un.Latencies)), none.WebhookWrites/float64(len(none.Latencies))))
-		r = fp.PerSecond() / mr.PerSecond()
-		t.check("do-nothing with the same patch / meshrole: creates/s", ratio(r), "≤ "+ratio(targetVsSamePatch), r <= targetVsSamePatch && mr.PerSecond() > 0)
 		nv := pods[variantNative]
 		t.section(fmt.Sprintf("native mode vs webhook mode vs none: the same pods, same run (%d generated MutatingAdmissionPolicies installed)", nativeObjects))
 		t.info("native mode (no webhook; patched): median / p99", dur(nv.Median)+" / "+dur(nv.P99))
@@ -492,17 +501,29 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 		t.info("webhook mode / none: median, p99", ratio(div(mr.Median, none.Median))+", "+ratio(div(mr.P99, none.P99)))
 		t.info("native / webhook mode: median, p99", ratio(div(nv.Median, mr.Median))+", "+ratio(div(nv.P99, mr.P99)))
 		t.info("meshrole unmatched / do-nothing: median, p99", ratio(div(un.Median, fl.Median))+", "+ratio(div(un.P99, fl.P99)))
+
+		if c.podCreators > 1 {
+			block := 10 * c.podCreators
+			if err := timed(fmt.Sprintf("pod creates through kube-apiserver: %d × (%d + %d warm-up), %d at a time, blocks of %d", len(variants), c.concurrentPods, c.podCreators, c.podCreators, block), func() error {
+				pods, err = measurePodCreates(ctx, h, floor, procs, variants, "c", c.concurrentPods, c.podCreators, block, c.podCreators)
+				return err
+			}); err != nil {
+				return nil, err
+			}
+			concurrentRows(t, pods, c)
+		}
 	}
 
 	if !c.skipScale {
 		var sc *scaleResult
 		if err := timed(fmt.Sprintf("pods at scale: %d namespaces × %d pods, %d creators", c.scale.namespaces, c.scale.podsPerNamespace, c.scale.creators), func() error {
-			sc, err = measureScale(ctx, h, c.scale, procs, body, with(base, func(o *loadgen.Options) { o.URL, o.PID, o.ExpectPatch = h.Webhook.URL(), pid, true }))
+			sc, err = measureScale(ctx, h, c.scale, procs, body, with(base, func(o *loadgen.Options) { o.URL, o.PID, o.ExpectPatch = h.Webhook.URL(), pid, true }), prof)
 			return err
 		}); err != nil {
 			return nil, err
 		}
 		scaleRows(t, sc, c.scale)
+		top("webhook CPU during the storm of policy edits", sc.StormProfile)
 		for _, r := range []loadgen.Result{sc.Quiet, sc.Storm} {
 			if r.Errors > 0 || r.Requests == 0 {
 				failures = append(failures, fmt.Sprintf("pods at scale: %d of %d admissions failed %v %q", r.Errors, r.Requests, r.ErrorKinds, r.ErrorSamples))
@@ -545,6 +566,29 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 	return failures, nil
 }
 
+// concurrentRows: pod creates/s at c.podCreators creators, and what each
+// create cost the processes involved.
+func concurrentRows(t *table, pods map[string]*podCreateResult, c config) {
+	none, fl, fp, mr, un := pods[variantNone], pods[variantFloor], pods[variantFloorPatch], pods[variantMeshrole], pods[variantUnmatched]
+	t.section(fmt.Sprintf("pod creates/s at %d concurrent creators (%d creates each, blocks of %d), and what each create cost (CPU in the variant's blocks, per create)",
+		c.podCreators, c.concurrentPods, 10*c.podCreators))
+	for _, v := range []*podCreateResult{none, fl, fp, mr, un} {
+		t.info(v.Variant+": creates/s; median; kube-apiserver CPU", fmt.Sprintf("%s; %s; %s", rate(v.PerSecond()), dur(v.Median), dur(v.Per(v.APIServerCPU))))
+	}
+	t.info("do-nothing webhook CPU, its variants", fmt.Sprintf("%s (plain), %s (with the patch)", dur(fl.Per(fl.FloorCPU)), dur(fp.Per(fp.FloorCPU))))
+	t.info("meshrole webhook CPU, its variants", fmt.Sprintf("%s (patched), %s (unmatched); in blocks that do not call it: %s",
+		dur(mr.Per(mr.WebhookCPU)), dur(un.Per(un.WebhookCPU)), dur(none.Per(none.WebhookCPU))))
+	t.info("meshrole's API writes per create", fmt.Sprintf("%.3f (patched), %.3f (unmatched); in blocks that do not call it: %.3f",
+		mr.WebhookWrites/float64(len(mr.Latencies)), un.WebhookWrites/float64(len(un.Latencies)), none.WebhookWrites/float64(len(none.Latencies))))
+	for _, shape := range c.patchShapes {
+		s := pods[variantFloorPatch+"-"+shape]
+		t.info(fmt.Sprintf("do-nothing answering the %s shape: creates/s; / meshrole's shape", shape), fmt.Sprintf("%s; %s", rate(s.PerSecond()), ratio(s.PerSecond()/fp.PerSecond())))
+	}
+	t.info("meshrole / none: creates/s", ratio(mr.PerSecond()/none.PerSecond()))
+	r := fp.PerSecond() / mr.PerSecond()
+	t.check("do-nothing with the same patch / meshrole: creates/s", ratio(r), "≤ "+ratio(targetVsSamePatch), r <= targetVsSamePatch && mr.PerSecond() > 0)
+}
+
 func scaleRows(t *table, sc *scaleResult, c scaleConfig) {
 	t.section(fmt.Sprintf("pods at scale: %s pods across %s namespaces (a MeshRolePolicy in each), a ClusterMeshRolePolicy over %d of them (%s pods)",
 		thousands(int64(sc.Pods)), thousands(int64(sc.Namespaces)), c.editedNamespaces, thousands(int64(sc.Affected))))
@@ -558,6 +602,7 @@ func scaleRows(t *table, sc *scaleResult, c scaleConfig) {
 	t.info("admission latency, one worker, quiet: p50 / p99", dur(sc.Quiet.Latency.P50)+" / "+dur(sc.Quiet.Latency.P99))
 	t.info(fmt.Sprintf("  during a storm (%d edits, one every %v): p50 / p99", sc.Flips, c.flipEvery), fmt.Sprintf("%s / %s; %s API writes",
 		dur(sc.Storm.Latency.P50), dur(sc.Storm.Latency.P99), thousands(int64(sc.StormWrites))))
+	t.info("  kube-apiserver's CPU, quiet / storm", fmt.Sprintf("%.2f / %.2f cores", sc.QuietAPIServer, sc.StormAPIServer))
 	t.info("  meshrole's CPU per admission, quiet / storm", fmt.Sprintf("%s / %s (the storm's status work included)", dur(sc.Quiet.ServerCPUPerRequest), dur(sc.Storm.ServerCPUPerRequest)))
 	r := div(sc.Storm.Latency.P50, sc.Quiet.Latency.P50)
 	t.check("  storm / quiet: p50", ratio(r), "≤ "+ratio(targetStorm), r <= targetStorm && sc.Storm.Requests > 0)

@@ -50,9 +50,13 @@ type scaleResult struct {
 	SettleCPU    time.Duration
 
 	Quiet, Storm loadgen.Result // admission latency, one worker
-	Flips        int            // edits during the storm window
-	StormWrites  float64
-	PodsRSS      int64 // the webhook's VmRSS with all the pods cached
+	// kube-apiserver's CPU per second of each window: the cores the
+	// webhook shares.
+	QuietAPIServer, StormAPIServer float64
+	Flips                          int // edits during the storm window
+	StormWrites                    float64
+	PodsRSS                        int64  // the webhook's VmRSS with all the pods cached
+	StormProfile                   string // the webhook's CPU profile during the storm, with -webhook-pprof
 }
 
 func scaleNamespace(i int) string { return fmt.Sprintf("%s%04d", scalePrefix, i) }
@@ -79,7 +83,9 @@ func scaleClients(namespace string) *v1alpha1.MeshRolePolicy {
 	}
 }
 
-func measureScale(ctx context.Context, h *harness.Harness, c scaleConfig, procs podCreateProcesses, body []byte, base loadgen.Options) (*scaleResult, error) {
+// measureScale runs the phase; with prof, it also profiles the webhook's CPU
+// during the storm.
+func measureScale(ctx context.Context, h *harness.Harness, c scaleConfig, procs podCreateProcesses, body []byte, base loadgen.Options, prof *webhookProfiler) (*scaleResult, error) {
 	if c.editedNamespaces > c.namespaces || c.namespaces <= 0 || c.podsPerNamespace <= 0 {
 		return nil, errors.New("scale: need 0 < edited namespaces <= namespaces and pods per namespace > 0")
 	}
@@ -156,9 +162,17 @@ func measureScale(ctx context.Context, h *harness.Harness, c scaleConfig, procs 
 	}
 
 	latency := with(base, func(o *loadgen.Options) { o.Workers, o.Duration, o.Warmup, o.Body = 1, c.load, time.Second, body })
+	if before, err = procs.read(ctx); err != nil {
+		return nil, err
+	}
+	start = time.Now()
 	if res.Quiet, err = loadgen.Run(ctx, latency); err != nil {
 		return nil, err
 	}
+	if after, err = procs.read(ctx); err != nil {
+		return nil, err
+	}
+	res.QuietAPIServer = (after.apiServer - before.apiServer).Seconds() / time.Since(start).Seconds()
 
 	// One edit, timed until status has caught up with it.
 	if before, err = procs.read(ctx); err != nil {
@@ -184,6 +198,7 @@ func measureScale(ctx context.Context, h *harness.Harness, c scaleConfig, procs 
 	if before, err = procs.read(ctx); err != nil {
 		return nil, err
 	}
+	start = time.Now()
 	stormCtx, stop := context.WithCancel(ctx)
 	flips := make(chan int, 1)
 	go func() {
@@ -196,7 +211,19 @@ func measureScale(ctx context.Context, h *harness.Harness, c scaleConfig, procs 
 		}
 		flips <- n
 	}()
+	profile := make(chan string, 1)
+	go func() {
+		file, err := "", sleep(ctx, latency.Warmup)
+		if err == nil {
+			file, err = prof.cpu(ctx, procs.webhookMetrics, "cpu-storm.pb.gz", c.load)
+		}
+		if err != nil {
+			progress("  no CPU profile of the webhook during the storm: %v", err)
+		}
+		profile <- file
+	}()
 	res.Storm, err = loadgen.Run(ctx, latency)
+	res.StormProfile = <-profile
 	stop()
 	res.Flips = <-flips
 	if err != nil {
@@ -206,6 +233,7 @@ func measureScale(ctx context.Context, h *harness.Harness, c scaleConfig, procs 
 		return nil, err
 	}
 	res.StormWrites = after.writes - before.writes
+	res.StormAPIServer = (after.apiServer - before.apiServer).Seconds() / time.Since(start).Seconds()
 	return res, nil
 }
 

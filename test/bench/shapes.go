@@ -11,9 +11,9 @@ import (
 )
 
 // Patch shapes for the patch-shape study (issue 17): the same verdict written
-// in different JSON patches, each answered by the do-nothing webhook in its own
-// `make bench` run (-floor-patch-shape), to see what the shape costs the API
-// server. meshrole's own patch is the default and is left as it is.
+// in different JSON patches, each answered by the do-nothing webhook for a
+// namespace of its own, as variants of one run (-patch-shapes), to see what
+// the shape costs the API server.
 const (
 	// shapeMeshrole: the patch meshrole answers, as captured.
 	shapeMeshrole = "meshrole"
@@ -29,6 +29,24 @@ const (
 )
 
 var patchShapes = []string{shapeMeshrole, shapeMaps, shapeIstioOnly, shapeOneRecord}
+
+// parseShapes reads -patch-shapes: other shapes than meshrole's, or none.
+func parseShapes(v string) ([]string, error) {
+	if v == "none" || v == "" {
+		return nil, nil
+	}
+	var out []string
+	for _, shape := range strings.Split(v, ",") {
+		shape = strings.TrimSpace(shape)
+		if shape == shapeMeshrole || !slices.Contains(patchShapes, shape) {
+			return nil, fmt.Errorf("patch shape %q: one of %s (meshrole's own always runs)", shape, strings.Join(patchShapes[1:], ", "))
+		}
+		if !slices.Contains(out, shape) {
+			out = append(out, shape)
+		}
+	}
+	return out, nil
+}
 
 // benchRecordPrefix is where capturePatch moves meshrole's record keys.
 const benchRecordPrefix = "bench." + policy.KeyPrefix

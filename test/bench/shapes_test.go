@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -79,5 +80,23 @@ func TestShapePatch(t *testing.T) {
 	}
 	if _, err := applyMetadataPatch(before, []byte(`[{"op":"add","path":"/spec/x","value":"y"}]`)); err == nil {
 		t.Error("a patch of something else than labels and annotations was accepted")
+	}
+}
+
+func TestParseShapes(t *testing.T) {
+	for _, tt := range []struct {
+		in      string
+		want    []string
+		wantErr bool
+	}{
+		{in: "none"},
+		{in: "maps, one-record,maps", want: []string{shapeMaps, shapeOneRecord}},
+		{in: "meshrole", wantErr: true},
+		{in: "maps,json-merge", wantErr: true},
+	} {
+		got, err := parseShapes(tt.in)
+		if (err != nil) != tt.wantErr || !slices.Equal(got, tt.want) {
+			t.Errorf("parseShapes(%q) = %q, %v; want %q, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
 	}
 }
