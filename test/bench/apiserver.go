@@ -71,10 +71,10 @@ func shapeVariant(shape string, wants podMetadata) variant {
 // floorLabelValue selects the do-nothing webhook's handler for a namespace:
 // "plain", or "patch-<shape>".
 func floorLabelValue(v variant) string {
-	switch {
-	case v.name == variantFloor:
+	switch v.name {
+	case variantFloor:
 		return "plain"
-	case v.name == variantFloorPatch:
+	case variantFloorPatch:
 		return "patch-" + shapeMeshrole
 	default:
 		shape, _ := strings.CutPrefix(v.name, variantFloorPatch+"-")
