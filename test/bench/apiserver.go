@@ -16,6 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	"github.com/meshrole/meshrole/pkg/policy"
 	"github.com/meshrole/meshrole/test/harness"
 	"github.com/meshrole/meshrole/test/load/loadgen"
@@ -395,6 +397,17 @@ func restWrites(metrics string) (float64, error) {
 		total += v
 	}
 	return total, nil
+}
+
+// deletePods deletes the pods of the variants' namespaces, so that the
+// phases after the pod creates measure what they always did.
+func deletePods(ctx context.Context, h *harness.Harness, variants []variant) error {
+	for _, v := range variants {
+		if err := h.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(v.namespace)); err != nil {
+			return fmt.Errorf("deleting the pods of %s: %w", v.namespace, err)
+		}
+	}
+	return nil
 }
 
 // createNamespaces creates the namespaces of the pod-create comparison;

@@ -512,6 +512,9 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 			}
 			concurrentRows(t, pods, c)
 		}
+		if err := deletePods(ctx, h, variants); err != nil {
+			return nil, err
+		}
 	}
 
 	if !c.skipScale {
