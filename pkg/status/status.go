@@ -221,18 +221,7 @@ func policiesReachingPod(c client.Reader, cluster bool) handler.MapFunc {
 		if !cluster {
 			return namespacedPoliciesNamed(ctx, c, ns.Name)
 		}
-		list := &v1alpha1.ClusterMeshRolePolicyList{}
-		if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
-			return nil
-		}
-		var out []reconcile.Request
-		for i := range list.Items {
-			p := &list.Items[i]
-			if policy.NewReach(policy.Ref{Name: p.Name}, &p.Spec.NamespaceSelector).Namespace(ns.Name, labels.Set(ns.Labels)) {
-				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(p)})
-			}
-		}
-		return out
+		return clusterPoliciesReachingNamespace(ctx, c, ns)
 	}
 }
 
@@ -261,19 +250,24 @@ func clusterPoliciesReaching(c client.Reader) handler.MapFunc {
 		if err := c.Get(ctx, client.ObjectKey{Name: o.GetNamespace()}, ns); err != nil {
 			return nil
 		}
-		list := &v1alpha1.ClusterMeshRolePolicyList{}
-		if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
-			return nil
-		}
-		var out []reconcile.Request
-		for i := range list.Items {
-			cp := &list.Items[i]
-			if policy.NewReach(policy.Ref{Name: cp.Name}, &cp.Spec.NamespaceSelector).Namespace(ns.Name, labels.Set(ns.Labels)) {
-				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(cp)})
-			}
-		}
-		return out
+		return clusterPoliciesReachingNamespace(ctx, c, ns)
 	}
+}
+
+// clusterPoliciesReachingNamespace lists the cluster policies that reach ns.
+func clusterPoliciesReachingNamespace(ctx context.Context, c client.Reader, ns *metav1.PartialObjectMetadata) []reconcile.Request {
+	list := &v1alpha1.ClusterMeshRolePolicyList{}
+	if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range list.Items {
+		cp := &list.Items[i]
+		if policy.NewReach(policy.Ref{Name: cp.Name}, &cp.Spec.NamespaceSelector).Namespace(ns.Name, labels.Set(ns.Labels)) {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(cp)})
+		}
+	}
+	return out
 }
 
 func podMetadata() *metav1.PartialObjectMetadata {

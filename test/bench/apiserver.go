@@ -15,6 +15,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -263,11 +264,7 @@ func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess,
 	if block <= 0 || creators <= 0 {
 		return nil, errors.New("pod block and creators must be positive")
 	}
-	cs, err := h.PodCreatorClient()
-	if err != nil {
-		return nil, err
-	}
-	template, err := loadgen.TypicalPod("")
+	cs, template, err := podCreator(h)
 	if err != nil {
 		return nil, err
 	}
@@ -397,6 +394,17 @@ func restWrites(metrics string) (float64, error) {
 		total += v
 	}
 	return total, nil
+}
+
+// podCreator is the client that creates the bench's pods and the pod they
+// are made from (test/load's typical eureka-server pod).
+func podCreator(h *harness.Harness) (kubernetes.Interface, *corev1.Pod, error) {
+	cs, err := h.PodCreatorClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	template, err := loadgen.TypicalPod("")
+	return cs, template, err
 }
 
 // deletePods deletes the pods of the variants' namespaces, so that the

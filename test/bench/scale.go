@@ -126,11 +126,7 @@ func measureScale(ctx context.Context, h *harness.Harness, c scaleConfig, procs 
 	}
 	defer cleanupScale(context.WithoutCancel(ctx), h, c)
 
-	cs, err := h.PodCreatorClient()
-	if err != nil {
-		return nil, err
-	}
-	template, err := loadgen.TypicalPod("")
+	cs, template, err := podCreator(h)
 	if err != nil {
 		return nil, err
 	}
