@@ -473,3 +473,31 @@ func TestReadsAnnotationIsAllDriftReads(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDetectDrift: what status pays per pod of a policy, for a pod that
+// carries its verdict and for one admitted before the policy (drifted).
+func BenchmarkDetectDrift(b *testing.B) {
+	store, namespaces, err := policy.LoadFile(goldenPolicies, "default")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name        string
+		annotations map[string]string
+	}{{"current", eurekaPeerVerdict}, {"drifted", map[string]string{}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			d := store.Decide(policy.Input{Namespace: "shop", NamespaceLabels: labels.Set(namespaces["shop"]), PodLabels: labels.Set(eurekaPeerLabels)})
+			want := 0
+			if bc.name == "drifted" {
+				want = 2
+			}
+			if got := policy.DetectDrift(eurekaPeerLabels, bc.annotations, d); len(got) != want {
+				b.Fatalf("%d drifts %v, want %d", len(got), got, want)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				policy.DetectDrift(eurekaPeerLabels, bc.annotations, d)
+			}
+		})
+	}
+}
