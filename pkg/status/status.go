@@ -380,7 +380,8 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, req reconcile.Request) (r
 	for _, w := range spec.Workloads {
 		pods := &metav1.PartialObjectMetadataList{}
 		pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
-		if err := r.Client.List(ctx, pods, client.MatchingFields{entryIndex: ref.String() + "/" + w.Name}); err != nil {
+		// Read-only: only the namespaces are read.
+		if err := r.Client.List(ctx, pods, client.MatchingFields{entryIndex: ref.String() + "/" + w.Name}, client.UnsafeDisableDeepCopy); err != nil {
 			return reconcile.Result{}, err
 		}
 		var matched int32
@@ -510,7 +511,8 @@ func (r *Reconciler[T]) forget(ctx context.Context, ref policy.Ref) error {
 func (r *Reconciler[T]) conflictingPolicies(ctx context.Context, ref policy.Ref, reaches reachFunc) ([]string, error) {
 	pods := &metav1.PartialObjectMetadataList{}
 	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
-	if err := r.Client.List(ctx, pods, client.MatchingFields{conflictIndex: ref.String()}); err != nil {
+	// Read-only: only namespaces and annotations are read.
+	if err := r.Client.List(ctx, pods, client.MatchingFields{conflictIndex: ref.String()}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	var others []string
