@@ -3,6 +3,7 @@ package status
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -225,6 +226,10 @@ func TestDriftOfPodsNoPolicyDecides(t *testing.T) {
 	expectGauge(t, f.drifted,
 		`meshrole_drifted_pods{namespace="shop",policy="none"} 1`,
 		`meshrole_drifted_pods{namespace="shop",policy="shop/eureka"} 1`)
+	// A MeshRolePolicy's namespace is its own: nothing is kept per policy.
+	if len(f.drifted.reached) != 0 {
+		t.Errorf("the gauge keeps %v, want nothing for a MeshRolePolicy", f.drifted.reached)
+	}
 
 	// The policy deleted: its series goes, all three pods are orphans.
 	if err := f.client.Delete(ctx, eureka); err != nil {
@@ -277,6 +282,9 @@ func TestClusterPolicyDriftPerNamespace(t *testing.T) {
 	expectGauge(t, f.drifted,
 		`meshrole_drifted_pods{namespace="shop",policy="cluster/shops"} 1`,
 		`meshrole_drifted_pods{namespace="shop-2",policy="cluster/shops"} 2`)
+	if got := f.drifted.namespacesOf("cluster/shops"); !slices.Equal(got, []string{"shop", "shop-2"}) {
+		t.Errorf("the gauge keeps %v for the cluster policy, want [shop shop-2]", got)
+	}
 
 	if err := f.client.Update(context.Background(), namespace("shop-2", map[string]string{policy.EnabledNamespaceLabel: "true"})); err != nil {
 		t.Fatal(err)
