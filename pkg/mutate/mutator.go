@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -241,18 +240,15 @@ func mapOps(ops []jsonpatch.JsonPatchOperation, path string, before, after map[s
 		is, has := after[k]
 		switch {
 		case !has:
-			ops = append(ops, jsonpatch.NewOperation("remove", path+"/"+pointerEscaper.Replace(k), nil))
+			ops = append(ops, jsonpatch.NewOperation("remove", path+"/"+policy.KeyPointerToken(k), nil))
 		case !had:
-			ops = append(ops, jsonpatch.NewOperation("add", path+"/"+pointerEscaper.Replace(k), is))
+			ops = append(ops, jsonpatch.NewOperation("add", path+"/"+policy.KeyPointerToken(k), is))
 		case was != is:
-			ops = append(ops, jsonpatch.NewOperation("replace", path+"/"+pointerEscaper.Replace(k), is))
+			ops = append(ops, jsonpatch.NewOperation("replace", path+"/"+policy.KeyPointerToken(k), is))
 		}
 	}
 	return ops
 }
-
-// pointerEscaper escapes a map key as one JSON Pointer token (RFC 6901).
-var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
 
 func withWarnings(resp admission.Response, warnings ...string) admission.Response {
 	resp.Warnings = append(resp.Warnings, warnings...)

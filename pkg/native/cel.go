@@ -28,11 +28,6 @@ func stringList(values []string) string {
 	return "[" + strings.Join(quoted, ", ") + "]"
 }
 
-// jsonPointerEscape makes a map key one JSON pointer (RFC 6901) segment.
-func jsonPointerEscape(key string) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(key)
-}
-
 // selectorCEL is a label selector as a CEL condition over a map variable,
 // with labels.Selector's semantics: NotIn and != also match when the key is
 // absent; a selector that selects nothing is false.

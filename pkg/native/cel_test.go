@@ -108,20 +108,6 @@ func TestQuote(t *testing.T) {
 	}
 }
 
-func TestJSONPointerEscape(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"app", "app"},
-		{"sidecar.istio.io/inject", "sidecar.istio.io~1inject"},
-		{"a~b/c", "a~0b~1c"},
-		// "~1" is a literal tilde and one, not an escaped slash.
-		{"~1", "~01"},
-	} {
-		if got := jsonPointerEscape(tc.in); got != tc.want {
-			t.Errorf("jsonPointerEscape(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
 // evalChoose evaluates what choose generates, for leaves and a fallback
 // without spaces or parentheses, with v = x.
 func evalChoose(t *testing.T, expr string, x int) string {

@@ -565,7 +565,7 @@ func patchExpression(labelWrites, annotationWrites []write) string {
 		ops = append(ops, fmt.Sprintf("(!has(object.metadata.%s) && (%s) ? [JSONPatch{op: 'add', path: '/metadata/%s', value: {}}] : [])",
 			field.name, strings.Join(hasValue, " || "), field.name))
 		for _, w := range field.writes {
-			path := "/metadata/" + field.name + "/" + jsonPointerEscape(w.key)
+			path := "/metadata/" + field.name + "/" + policy.KeyPointerToken(w.key)
 			ops = append(ops, fmt.Sprintf("(%[1]s.hasValue() ? [JSONPatch{op: 'add', path: %[2]s, value: %[1]s.value()}] : [])", w.value, quote(path)))
 		}
 	}

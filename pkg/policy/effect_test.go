@@ -304,3 +304,17 @@ func TestConflictAnnotationRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestKeyPointerToken(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"app", "app"},
+		{"sidecar.istio.io/inject", "sidecar.istio.io~1inject"},
+		{"a~b/c", "a~0b~1c"},
+		// "~1" is a literal tilde and one, not an escaped slash.
+		{"~1", "~01"},
+	} {
+		if got := policy.KeyPointerToken(tc.in); got != tc.want {
+			t.Errorf("KeyPointerToken(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -1,5 +1,7 @@
 package policy
 
+import "strings"
+
 // Istio's keys, as its injector (pkg/kube/inject) and istio-init / istio-cni read them.
 const (
 	// IstioInjectKey is read as a label first, then as an annotation.
@@ -43,3 +45,13 @@ const (
 	// DryRunAnnotation describes what a DryRun policy would have written.
 	DryRunAnnotation = "meshrole.io/dry-run"
 )
+
+// KeyPointerToken writes a label or annotation key as one JSON Pointer token
+// (RFC 6901), as a JSON patch path into metadata.labels or .annotations
+// needs it: every Istio and meshrole key holds a "/". The webhook's patches
+// and native mode's both build their paths with it.
+func KeyPointerToken(key string) string {
+	return pointerTokenEscaper.Replace(key)
+}
+
+var pointerTokenEscaper = strings.NewReplacer("~", "~0", "/", "~1")

@@ -71,7 +71,6 @@ func installNativeFloor(ctx context.Context, h *harness.Harness) error {
 	store.SetMeshRolePolicy(m)
 	d := store.Decide(policy.Input{Namespace: nsMeshrole, PodLabels: labels.Set{"app": "eureka-server"}})
 	effect := d.Effect()
-	escape := strings.NewReplacer("~", "~0", "/", "~1").Replace
 	ops := []string{
 		"(has(object.metadata.labels) ? [] : [JSONPatch{op: 'add', path: '/metadata/labels', value: {}}])",
 		"(has(object.metadata.annotations) ? [] : [JSONPatch{op: 'add', path: '/metadata/annotations', value: {}}])",
@@ -82,7 +81,7 @@ func installNativeFloor(ctx context.Context, h *harness.Harness) error {
 			if strings.HasPrefix(key, "meshrole.io/") {
 				key = "bench." + key
 			}
-			ops = append(ops, fmt.Sprintf("[JSONPatch{op: 'add', path: %q, value: %q}]", "/metadata/"+field+"/"+escape(key), kv[k]))
+			ops = append(ops, fmt.Sprintf("[JSONPatch{op: 'add', path: %q, value: %q}]", "/metadata/"+field+"/"+policy.KeyPointerToken(key), kv[k]))
 		}
 	}
 	add("labels", effect.Labels)

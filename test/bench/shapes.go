@@ -167,16 +167,15 @@ func perKeyOps(path string, before, after map[string]string) []jsonPatchOp {
 		}
 		return []jsonPatchOp{{Op: "add", Path: path, Value: after}}
 	}
-	escape := strings.NewReplacer("~", "~0", "/", "~1")
 	var ops []jsonPatchOp
 	for _, k := range slices.Sorted(maps.Keys(after)) {
 		if v, ok := before[k]; !ok || v != after[k] {
-			ops = append(ops, jsonPatchOp{Op: "add", Path: path + "/" + escape.Replace(k), Value: after[k]})
+			ops = append(ops, jsonPatchOp{Op: "add", Path: path + "/" + policy.KeyPointerToken(k), Value: after[k]})
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(before)) {
 		if _, ok := after[k]; !ok {
-			ops = append(ops, jsonPatchOp{Op: "remove", Path: path + "/" + escape.Replace(k)})
+			ops = append(ops, jsonPatchOp{Op: "remove", Path: path + "/" + policy.KeyPointerToken(k)})
 		}
 	}
 	return ops
