@@ -170,7 +170,7 @@ func run(c config) (err error) {
 	t := &table{}
 	var phases []phase
 	timed := func(name string, fn func() error) error {
-		load := loadAverage()
+		load := loadgen.LoadAverage()
 		start := time.Now()
 		progress("%s (load average %s)", name, load)
 		err := fn()
@@ -654,15 +654,3 @@ func div(a, b time.Duration) float64 {
 }
 
 func kb(n int) string { return fmt.Sprintf("%.1f KB", float64(n)/1000) }
-
-func loadAverage() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}

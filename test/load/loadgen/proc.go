@@ -83,3 +83,18 @@ func procStatusBytes(pid int, key string) (int64, error) {
 	}
 	return 0, fmt.Errorf("loadgen: no %s in /proc/%d/status", key, pid)
 }
+
+// LoadAverage is the machine's 1, 5 and 15 minute load averages from
+// /proc/loadavg, "?" where there is none: the benches print it beside their
+// figures, so that a busy machine shows in them.
+func LoadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}

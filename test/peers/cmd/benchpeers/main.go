@@ -97,7 +97,7 @@ func run(c config) (err error) {
 		c.kyvernoCRDs = filepath.Join(root, "bin", "peers", "kyverno-crds")
 	}
 
-	progress("starting kube-apiserver, etcd, kube-controller-manager and meshrole's webhook (load average %s)", loadAverage())
+	progress("starting kube-apiserver, etcd, kube-controller-manager and meshrole's webhook (load average %s)", loadgen.LoadAverage())
 	h, err := harness.Start(ctx, harness.Options{Root: root, Progress: func(s string) { progress("  %s", s) }})
 	if err != nil {
 		return err
@@ -131,7 +131,7 @@ func run(c config) (err error) {
 		variants = append(variants, kv)
 	}
 
-	load := loadAverage()
+	load := loadgen.LoadAverage()
 	progress("pod creates: %d variants × (%d + %d warm-up), %d creators, %d rounds (load average %s)", len(variants), c.pods, c.warmup, c.creators, c.rounds, load)
 	results, err := measure(ctx, h, c, variants)
 	if err != nil {
@@ -142,7 +142,7 @@ func run(c config) (err error) {
 			return err
 		}
 	}
-	if err := printTable(c, results, load, loadAverage()); err != nil {
+	if err := printTable(c, results, load, loadgen.LoadAverage()); err != nil {
 		return err
 	}
 	if kyverno != nil {
@@ -357,16 +357,4 @@ func rate(a, b float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("×%.2f", a/b)
-}
-
-func loadAverage() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
