@@ -79,31 +79,31 @@ func newDriftGauge(registerer prometheus.Registerer) (*driftGauge, error) {
 
 // namespacesOf lists the namespaces ref reached when it last reported; for
 // a MeshRolePolicy, its own namespace.
-func (g *driftGauge) namespacesOf(ref string) []string {
+func (g *driftGauge) namespacesOf(ref policy.Ref) []string {
 	if g == nil {
 		return nil
 	}
-	if namespace, ok := namespaceOfNamespaced(ref); ok {
-		return []string{namespace}
+	if !ref.Cluster() {
+		return []string{ref.Namespace}
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return slices.Sorted(maps.Keys(g.reached[ref]))
+	return slices.Sorted(maps.Keys(g.reached[ref.String()]))
 }
 
 // report replaces one policy's series: decided holds every namespace the
 // policy reaches (zero included, which removes its series), nil once the
 // policy is gone. orphaned sets the NoPolicy series of the namespaces it
 // holds; zero removes one.
-func (g *driftGauge) report(ref string, decided, orphaned map[string]int) {
+func (g *driftGauge) report(policyRef policy.Ref, decided, orphaned map[string]int) {
 	if g == nil {
 		return
 	}
+	ref := policyRef.String()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	namespace, namespaced := namespaceOfNamespaced(ref)
-	if _, ok := decided[namespace]; namespaced && !ok {
-		g.gauge.DeleteLabelValues(namespace, ref)
+	if _, ok := decided[policyRef.Namespace]; !policyRef.Cluster() && !ok {
+		g.gauge.DeleteLabelValues(policyRef.Namespace, ref)
 	}
 	for ns := range g.reached[ref] {
 		if _, ok := decided[ns]; !ok {
@@ -121,7 +121,7 @@ func (g *driftGauge) report(ref string, decided, orphaned map[string]int) {
 			g.gauge.WithLabelValues(ns, ref).Set(float64(n))
 		}
 	}
-	if decided == nil || namespaced {
+	if decided == nil || !policyRef.Cluster() {
 		delete(g.reached, ref)
 	} else {
 		g.reached[ref] = maps.Clone(decided)
@@ -133,15 +133,6 @@ func (g *driftGauge) report(ref string, decided, orphaned map[string]int) {
 			g.gauge.WithLabelValues(ns, NoPolicy).Set(float64(n))
 		}
 	}
-}
-
-// namespaceOfNamespaced is the namespace of a MeshRolePolicy's ref.
-func namespaceOfNamespaced(ref string) (string, bool) {
-	r, ok := policy.ParseRef(ref)
-	if !ok || r.Cluster() {
-		return "", false
-	}
-	return r.Namespace, true
 }
 
 // namespaceInfo is a namespace's name and labels, from the cache.
@@ -187,8 +178,9 @@ func reachedNamespaces(ctx context.Context, c client.Reader, ref policy.Ref, rea
 // into a Store, from the cache, so drift is decided by the engine the
 // webhook runs. Drift only reads what it lists (the Store and DetectDrift
 // write to no policy or pod), so the lists share the cache's objects rather
-// than copy every policy and pod at each reconcile. In native mode the policies it refuses take no part in any
-// decision (policy.Plan), so they are left out here too.
+// than copy every policy and pod at each reconcile. In native mode the
+// policies it refuses take no part in any decision (policy.Plan), so they
+// are left out here too.
 func policyStore(ctx context.Context, c client.Reader, namespaces []namespaceInfo, nativeMode bool) (*policy.Store, error) {
 	refused := func(spec *v1alpha1.PolicySpec) bool { return nativeMode && len(policy.NativeProblems(spec)) > 0 }
 	store := policy.NewStore()

@@ -282,7 +282,7 @@ func TestClusterPolicyDriftPerNamespace(t *testing.T) {
 	expectGauge(t, f.drifted,
 		`meshrole_drifted_pods{namespace="shop",policy="cluster/shops"} 1`,
 		`meshrole_drifted_pods{namespace="shop-2",policy="cluster/shops"} 2`)
-	if got := f.drifted.namespacesOf("cluster/shops"); !slices.Equal(got, []string{"shop", "shop-2"}) {
+	if got := f.drifted.namespacesOf(policy.Ref{Name: "shops"}); !slices.Equal(got, []string{"shop", "shop-2"}) {
 		t.Errorf("the gauge keeps %v for the cluster policy, want [shop shop-2]", got)
 	}
 

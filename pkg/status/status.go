@@ -195,7 +195,8 @@ func namespacedPoliciesReachedBy(c client.Reader) handler.MapFunc {
 		if !ok {
 			return nil
 		}
-		namespaces, err := reachedNamespaces(ctx, c, policy.Ref{Name: cp.Name}, policy.NewReach(policy.Ref{Name: cp.Name}, &cp.Spec.NamespaceSelector))
+		ref := policy.Ref{Name: cp.Name}
+		namespaces, err := reachedNamespaces(ctx, c, ref, policy.NewReach(ref, &cp.Spec.NamespaceSelector))
 		if err != nil {
 			return nil
 		}
@@ -470,7 +471,7 @@ func (r *Reconciler[T]) drift(ctx context.Context, ref policy.Ref, reach policy.
 		return driftReport{}, err
 	}
 	var left []string
-	for _, ns := range r.drifted.namespacesOf(ref.String()) {
+	for _, ns := range r.drifted.namespacesOf(ref) {
 		if _, ok := report.byNamespace[ns]; !ok {
 			left = append(left, ns)
 		}
@@ -480,7 +481,7 @@ func (r *Reconciler[T]) drift(ctx context.Context, ref policy.Ref, reach policy.
 		return driftReport{}, err
 	}
 	maps.Copy(orphaned, report.orphaned)
-	r.drifted.report(ref.String(), report.byNamespace, orphaned)
+	r.drifted.report(ref, report.byNamespace, orphaned)
 	return report, nil
 }
 
@@ -493,7 +494,7 @@ func (r *Reconciler[T]) forget(ctx context.Context, ref policy.Ref) error {
 	if err != nil {
 		return err
 	}
-	for _, ns := range r.drifted.namespacesOf(ref.String()) {
+	for _, ns := range r.drifted.namespacesOf(ref) {
 		if !slices.Contains(namespaces, ns) {
 			namespaces = append(namespaces, ns)
 		}
@@ -502,7 +503,7 @@ func (r *Reconciler[T]) forget(ctx context.Context, ref policy.Ref) error {
 	if err != nil {
 		return err
 	}
-	r.drifted.report(ref.String(), nil, orphaned)
+	r.drifted.report(ref, nil, orphaned)
 	return nil
 }
 
