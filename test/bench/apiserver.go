@@ -195,10 +195,8 @@ type podCreateResult struct {
 	P99       time.Duration
 	// Wall is the summed wall time of the variant's measured blocks.
 	Wall time.Duration
-	// CPU of each process during the variant's measured blocks, and the
-	// webhook's API writes (POST, PUT, PATCH, DELETE) in them.
-	APIServerCPU, WebhookCPU, FloorCPU time.Duration
-	WebhookWrites                      float64
+	// Spent is what the processes spent during those blocks.
+	Spent costs
 }
 
 // PerSecond is the variant's pod creates per second of its blocks.
@@ -223,10 +221,39 @@ type podCreateProcesses struct {
 	webhookMetrics            string
 }
 
-// costs is a reading of the processes' counters.
+// costs is a reading of the processes' counters, or what they counted over
+// a span of work: each process's CPU, and the webhook's API writes (POST,
+// PUT, PATCH, DELETE).
 type costs struct {
 	apiServer, webhook, floor time.Duration
 	writes                    float64
+}
+
+func (c costs) minus(o costs) costs {
+	return costs{c.apiServer - o.apiServer, c.webhook - o.webhook, c.floor - o.floor, c.writes - o.writes}
+}
+
+func (c costs) plus(o costs) costs {
+	return costs{c.apiServer + o.apiServer, c.webhook + o.webhook, c.floor + o.floor, c.writes + o.writes}
+}
+
+// span runs do and returns what the processes spent during it and how long
+// it took; the readings themselves are outside both.
+func (p podCreateProcesses) span(ctx context.Context, do func() error) (costs, time.Duration, error) {
+	before, err := p.read(ctx)
+	if err != nil {
+		return costs{}, 0, err
+	}
+	start := time.Now()
+	if err := do(); err != nil {
+		return costs{}, 0, err
+	}
+	took := time.Since(start)
+	after, err := p.read(ctx)
+	if err != nil {
+		return costs{}, 0, err
+	}
+	return after.minus(before), took, nil
 }
 
 func (p podCreateProcesses) read(ctx context.Context) (costs, error) {
@@ -308,22 +335,21 @@ func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess,
 	}
 
 	// runBlock creates count pods of v, numbered from first, creators at a
-	// time, and returns their latencies and the block's wall time.
-	runBlock := func(v variant, first, count int) ([]time.Duration, time.Duration, error) {
+	// time, and returns their latencies.
+	runBlock := func(v variant, first, count int) ([]time.Duration, error) {
 		lat := make([]time.Duration, count)
-		start := time.Now()
 		err := parallel(ctx, creators, count, func(i int) (err error) {
 			lat[i], err = create(v, first+i)
 			return err
 		})
-		return lat, time.Since(start), err
+		return lat, err
 	}
 
 	res := map[string]*podCreateResult{}
 	next := map[string]int{}
 	for _, v := range variants {
 		res[v.name] = &podCreateResult{Variant: v.name}
-		if _, _, err := runBlock(v, 0, warmup); err != nil {
+		if _, err := runBlock(v, 0, warmup); err != nil {
 			return nil, err
 		}
 		next[v.name] = warmup
@@ -333,15 +359,11 @@ func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess,
 		for _, k := range rng.Perm(len(variants)) {
 			v := variants[k]
 			count := min(block, n-done)
-			before, err := procs.read(ctx)
-			if err != nil {
-				return nil, err
-			}
-			lat, wall, err := runBlock(v, next[v.name], count)
-			if err != nil {
-				return nil, err
-			}
-			after, err := procs.read(ctx)
+			var lat []time.Duration
+			spent, wall, err := procs.span(ctx, func() (err error) {
+				lat, err = runBlock(v, next[v.name], count)
+				return err
+			})
 			if err != nil {
 				return nil, err
 			}
@@ -349,10 +371,7 @@ func measurePodCreates(ctx context.Context, h *harness.Harness, f *floorProcess,
 			r := res[v.name]
 			r.Latencies = append(r.Latencies, lat...)
 			r.Wall += wall
-			r.APIServerCPU += after.apiServer - before.apiServer
-			r.WebhookCPU += after.webhook - before.webhook
-			r.FloorCPU += after.floor - before.floor
-			r.WebhookWrites += after.writes - before.writes
+			r.Spent = r.Spent.plus(spent)
 		}
 	}
 

@@ -488,12 +488,12 @@ func harnessPhases(ctx context.Context, c config, h *harness.Harness, t *table, 
 		t.info("meshrole / do-nothing with the same patch: median, p99", ratio(div(mr.Median, fp.Median))+", "+ratio(div(mr.P99, fp.P99)))
 		if len(c.patchShapes) > 0 {
 			t.section(fmt.Sprintf("the patch's shape: the do-nothing webhook answering the same verdict in other JSON patches, same run (%d creates each)", c.pods))
-			t.info("meshrole's shape (one operation per key): median / p99; creates/s; kube-apiserver CPU", fmt.Sprintf("%s / %s; %s; %s", dur(fp.Median), dur(fp.P99), rate(fp.PerSecond()), dur(fp.Per(fp.APIServerCPU))))
+			t.info("meshrole's shape (one operation per key): median / p99; creates/s; kube-apiserver CPU", fmt.Sprintf("%s / %s; %s; %s", dur(fp.Median), dur(fp.P99), rate(fp.PerSecond()), dur(fp.Per(fp.Spent.apiServer))))
 			for _, shape := range c.patchShapes {
 				s := pods[variantFloorPatch+"-"+shape]
-				t.info(fmt.Sprintf("%s: median / p99; creates/s; kube-apiserver CPU", shape), fmt.Sprintf("%s / %s; %s; %s", dur(s.Median), dur(s.P99), rate(s.PerSecond()), dur(s.Per(s.APIServerCPU))))
+				t.info(fmt.Sprintf("%s: median / p99; creates/s; kube-apiserver CPU", shape), fmt.Sprintf("%s / %s; %s; %s", dur(s.Median), dur(s.P99), rate(s.PerSecond()), dur(s.Per(s.Spent.apiServer))))
 				t.info(fmt.Sprintf("  %s / meshrole's shape: median, p99, kube-apiserver CPU", shape), fmt.Sprintf("%s, %s, %s",
-					ratio(div(s.Median, fp.Median)), ratio(div(s.P99, fp.P99)), ratio(div(s.Per(s.APIServerCPU), fp.Per(fp.APIServerCPU)))))
+					ratio(div(s.Median, fp.Median)), ratio(div(s.P99, fp.P99)), ratio(div(s.Per(s.Spent.apiServer), fp.Per(fp.Spent.apiServer)))))
 			}
 		}
 		nv := pods[variantNative]
@@ -581,13 +581,13 @@ func concurrentRows(t *table, pods map[string]*podCreateResult, c config) {
 	t.section(fmt.Sprintf("pod creates/s at %d concurrent creators (%d creates each, blocks of %d), and what each create cost (CPU in the variant's blocks, per create)",
 		c.podCreators, c.concurrentPods, 10*c.podCreators))
 	for _, v := range []*podCreateResult{none, fl, fp, mr, un} {
-		t.info(v.Variant+": creates/s; median; kube-apiserver CPU", fmt.Sprintf("%s; %s; %s", rate(v.PerSecond()), dur(v.Median), dur(v.Per(v.APIServerCPU))))
+		t.info(v.Variant+": creates/s; median; kube-apiserver CPU", fmt.Sprintf("%s; %s; %s", rate(v.PerSecond()), dur(v.Median), dur(v.Per(v.Spent.apiServer))))
 	}
-	t.info("do-nothing webhook CPU, its variants", fmt.Sprintf("%s (plain), %s (with the patch)", dur(fl.Per(fl.FloorCPU)), dur(fp.Per(fp.FloorCPU))))
+	t.info("do-nothing webhook CPU, its variants", fmt.Sprintf("%s (plain), %s (with the patch)", dur(fl.Per(fl.Spent.floor)), dur(fp.Per(fp.Spent.floor))))
 	t.info("meshrole webhook CPU, its variants", fmt.Sprintf("%s (patched), %s (unmatched); in blocks that do not call it: %s",
-		dur(mr.Per(mr.WebhookCPU)), dur(un.Per(un.WebhookCPU)), dur(none.Per(none.WebhookCPU))))
+		dur(mr.Per(mr.Spent.webhook)), dur(un.Per(un.Spent.webhook)), dur(none.Per(none.Spent.webhook))))
 	t.info("meshrole's API writes per create", fmt.Sprintf("%.3f (patched), %.3f (unmatched); in blocks that do not call it: %.3f",
-		mr.WebhookWrites/float64(len(mr.Latencies)), un.WebhookWrites/float64(len(un.Latencies)), none.WebhookWrites/float64(len(none.Latencies))))
+		mr.Spent.writes/float64(len(mr.Latencies)), un.Spent.writes/float64(len(un.Latencies)), none.Spent.writes/float64(len(none.Latencies))))
 	for _, shape := range c.patchShapes {
 		s := pods[variantFloorPatch+"-"+shape]
 		t.info(fmt.Sprintf("do-nothing answering the %s shape: creates/s; / meshrole's shape", shape), fmt.Sprintf("%s; %s", rate(s.PerSecond()), ratio(s.PerSecond()/fp.PerSecond())))
@@ -599,14 +599,14 @@ func concurrentRows(t *table, pods map[string]*podCreateResult, c config) {
 
 func scaleRows(t *table, sc *scaleResult, c scaleConfig) {
 	t.section(fmt.Sprintf("pods at scale: %s pods across %s namespaces (a MeshRolePolicy in each), a ClusterMeshRolePolicy over %d of them (%s pods)",
-		thousands(int64(sc.Pods)), thousands(int64(sc.Namespaces)), c.editedNamespaces, thousands(int64(sc.Affected))))
+		thousands(int64(c.pods())), thousands(int64(c.namespaces)), c.editedNamespaces, thousands(int64(c.affected()))))
 	t.info(fmt.Sprintf("pods created, %d creators", c.creators), fmt.Sprintf("%.1f s (%s); every status counts them %.1f s after the last create",
-		sc.CreateTime.Seconds(), rate(float64(sc.Pods)/sc.CreateTime.Seconds()), sc.CountedAfter.Seconds()))
+		sc.CreateTime.Seconds(), rate(float64(c.pods())/sc.CreateTime.Seconds()), sc.CountedAfter.Seconds()))
 	t.info("  meshrole's API writes and CPU until then", fmt.Sprintf("%s writes (%.3f per pod); %s CPU (%s per pod)",
-		thousands(int64(sc.CreateWrites)), sc.CreateWrites/float64(sc.Pods), dur(sc.CreateCPU), dur(sc.CreateCPU/time.Duration(sc.Pods))))
+		thousands(int64(sc.Create.writes)), sc.Create.writes/float64(c.pods()), dur(sc.Create.webhook), dur(sc.Create.webhook/time.Duration(c.pods()))))
 	t.info("  meshrole's VmRSS with every pod cached", mib(sc.PodsRSS))
-	t.info(fmt.Sprintf("an edit of the ClusterMeshRolePolicy drifting its %s pods: status settled in", thousands(int64(sc.Affected))),
-		fmt.Sprintf("%.1f s; %s API writes; %s CPU", sc.SettleTime.Seconds(), thousands(int64(sc.SettleWrites)), dur(sc.SettleCPU)))
+	t.info(fmt.Sprintf("an edit of the ClusterMeshRolePolicy drifting its %s pods: status settled in", thousands(int64(c.affected()))),
+		fmt.Sprintf("%.1f s; %s API writes; %s CPU", sc.SettleTime.Seconds(), thousands(int64(sc.Settle.writes)), dur(sc.Settle.webhook)))
 	t.info("admission latency, one worker, quiet: p50 / p99", dur(sc.Quiet.Latency.P50)+" / "+dur(sc.Quiet.Latency.P99))
 	t.info(fmt.Sprintf("  during a storm (%d edits, one every %v): p50 / p99", sc.Flips, c.flipEvery), fmt.Sprintf("%s / %s; %s API writes",
 		dur(sc.Storm.Latency.P50), dur(sc.Storm.Latency.P99), thousands(int64(sc.StormWrites))))

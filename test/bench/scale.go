@@ -36,18 +36,19 @@ type scaleConfig struct {
 	flipEvery                                      time.Duration // during the storm window
 }
 
+// pods is how many pods the phase creates; affected, how many of them the
+// edited cluster policy decides.
+func (c scaleConfig) pods() int     { return c.namespaces * c.podsPerNamespace }
+func (c scaleConfig) affected() int { return c.editedNamespaces * c.podsPerNamespace }
+
 // scaleResult is what the phase measured.
 type scaleResult struct {
-	Namespaces, Pods, Affected int
-
 	CreateTime   time.Duration // the pods, creators at a time
 	CountedAfter time.Duration // from the last create until every policy's status counts its pods
-	CreateWrites float64       // meshrole's API writes from the first create until then
-	CreateCPU    time.Duration // meshrole's CPU in the same span
+	Create       costs         // spent from the first create until then
 
-	SettleTime   time.Duration // from the edit until status counts every affected pod drifted and the queues are empty
-	SettleWrites float64
-	SettleCPU    time.Duration
+	SettleTime time.Duration // from the edit until status counts every affected pod drifted and the queues are empty
+	Settle     costs
 
 	Quiet, Storm loadgen.Result // admission latency, one worker
 	// kube-apiserver's CPU per second of each window: the cores the
@@ -89,7 +90,7 @@ func measureScale(ctx context.Context, h *harness.Harness, c scaleConfig, procs 
 	if c.editedNamespaces > c.namespaces || c.namespaces <= 0 || c.podsPerNamespace <= 0 {
 		return nil, errors.New("scale: need 0 < edited namespaces <= namespaces and pods per namespace > 0")
 	}
-	res := &scaleResult{Namespaces: c.namespaces, Pods: c.namespaces * c.podsPerNamespace, Affected: c.editedNamespaces * c.podsPerNamespace}
+	res := &scaleResult{}
 	cluster := &v1alpha1.ClusterMeshRolePolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: scaleClusterPolicy},
 		Spec: v1alpha1.ClusterMeshRolePolicySpec{PolicySpec: scalePeers(false),
@@ -130,107 +131,92 @@ func measureScale(ctx context.Context, h *harness.Harness, c scaleConfig, procs 
 	if err != nil {
 		return nil, err
 	}
-	before, err := procs.read(ctx)
+	var took time.Duration
+	res.Create, took, err = procs.span(ctx, func() error {
+		start := time.Now()
+		if err := parallel(ctx, c.creators, c.pods(), func(i int) error {
+			return createScalePod(ctx, cs, template, c, i)
+		}); err != nil {
+			return err
+		}
+		res.CreateTime = time.Since(start)
+		return waitForStatusToCount(ctx, h, c, procs, func(matched, _ int32) bool { return int(matched) == c.pods() })
+	})
 	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	if err := parallel(ctx, c.creators, res.Pods, func(i int) error {
-		return createScalePod(ctx, cs, template, c, i)
-	}); err != nil {
-		return nil, err
-	}
-	res.CreateTime = time.Since(start)
-	if err := waitForCounts(ctx, h, c, func(matched, _ int32) bool { return int(matched) == res.Pods }); err != nil {
-		return nil, err
-	}
-	if err := waitForStatus(ctx, procs.webhookMetrics, 10*time.Minute); err != nil {
-		return nil, err
-	}
-	res.CountedAfter = time.Since(start) - res.CreateTime
-	after, err := procs.read(ctx)
-	if err != nil {
-		return nil, err
-	}
-	res.CreateWrites, res.CreateCPU = after.writes-before.writes, after.webhook-before.webhook
+	res.CountedAfter = took - res.CreateTime
 	if res.PodsRSS, err = loadgen.ProcessRSS(procs.webhook); err != nil {
 		return nil, err
 	}
 
 	latency := with(base, func(o *loadgen.Options) { o.Workers, o.Duration, o.Warmup, o.Body = 1, c.load, time.Second, body })
-	if before, err = procs.read(ctx); err != nil {
-		return nil, err
-	}
-	start = time.Now()
-	if res.Quiet, err = loadgen.Run(ctx, latency); err != nil {
-		return nil, err
-	}
-	if after, err = procs.read(ctx); err != nil {
-		return nil, err
-	}
-	res.QuietAPIServer = (after.apiServer - before.apiServer).Seconds() / time.Since(start).Seconds()
-
-	// One edit, timed until status has caught up with it.
-	if before, err = procs.read(ctx); err != nil {
-		return nil, err
-	}
-	start = time.Now()
-	if err := editScalePeers(ctx, h, true); err != nil {
-		return nil, err
-	}
-	if err := waitForCounts(ctx, h, c, func(_, drifted int32) bool { return int(drifted) == res.Affected }); err != nil {
-		return nil, err
-	}
-	if err := waitForStatus(ctx, procs.webhookMetrics, 10*time.Minute); err != nil {
-		return nil, err
-	}
-	res.SettleTime = time.Since(start)
-	if after, err = procs.read(ctx); err != nil {
-		return nil, err
-	}
-	res.SettleWrites, res.SettleCPU = after.writes-before.writes, after.webhook-before.webhook
-
-	// Admission latency while the policy flips back and forth.
-	if before, err = procs.read(ctx); err != nil {
-		return nil, err
-	}
-	start = time.Now()
-	stormCtx, stop := context.WithCancel(ctx)
-	flips := make(chan int, 1)
-	go func() {
-		n, bypass := 0, true
-		for sleep(stormCtx, c.flipEvery) == nil {
-			bypass = !bypass
-			if editScalePeers(stormCtx, h, bypass) == nil {
-				n++
-			}
-		}
-		flips <- n
-	}()
-	profile := make(chan string, 1)
-	go func() {
-		file, err := "", sleep(ctx, latency.Warmup)
-		if err == nil {
-			file, err = prof.cpu(ctx, procs.webhookMetrics, "cpu-storm.pb.gz", c.load)
-		}
-		if err != nil {
-			progress("  no CPU profile of the webhook during the storm: %v", err)
-		}
-		profile <- file
-	}()
-	res.Storm, err = loadgen.Run(ctx, latency)
-	res.StormProfile = <-profile
-	stop()
-	res.Flips = <-flips
+	spent, took, err := procs.span(ctx, func() (err error) {
+		res.Quiet, err = loadgen.Run(ctx, latency)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	if after, err = procs.read(ctx); err != nil {
+	res.QuietAPIServer = spent.apiServer.Seconds() / took.Seconds()
+
+	// One edit, timed until status has caught up with it.
+	res.Settle, res.SettleTime, err = procs.span(ctx, func() error {
+		if err := editScalePeers(ctx, h, true); err != nil {
+			return err
+		}
+		return waitForStatusToCount(ctx, h, c, procs, func(_, drifted int32) bool { return int(drifted) == c.affected() })
+	})
+	if err != nil {
 		return nil, err
 	}
-	res.StormWrites = after.writes - before.writes
-	res.StormAPIServer = (after.apiServer - before.apiServer).Seconds() / time.Since(start).Seconds()
+
+	// Admission latency while the policy flips back and forth.
+	spent, took, err = procs.span(ctx, func() (err error) {
+		stormCtx, stop := context.WithCancel(ctx)
+		flips := make(chan int, 1)
+		go func() {
+			n, bypass := 0, true
+			for sleep(stormCtx, c.flipEvery) == nil {
+				bypass = !bypass
+				if editScalePeers(stormCtx, h, bypass) == nil {
+					n++
+				}
+			}
+			flips <- n
+		}()
+		profile := make(chan string, 1)
+		go func() {
+			file, err := "", sleep(ctx, latency.Warmup)
+			if err == nil {
+				file, err = prof.cpu(ctx, procs.webhookMetrics, "cpu-storm.pb.gz", c.load)
+			}
+			if err != nil {
+				progress("  no CPU profile of the webhook during the storm: %v", err)
+			}
+			profile <- file
+		}()
+		res.Storm, err = loadgen.Run(ctx, latency)
+		res.StormProfile = <-profile
+		stop()
+		res.Flips = <-flips
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.StormWrites = spent.writes
+	res.StormAPIServer = spent.apiServer.Seconds() / took.Seconds()
 	return res, nil
+}
+
+// waitForStatusToCount waits until the policies' status counts what done
+// accepts and the status controllers' queues are empty.
+func waitForStatusToCount(ctx context.Context, h *harness.Harness, c scaleConfig, procs podCreateProcesses, done func(matched, drifted int32) bool) error {
+	if err := waitForCounts(ctx, h, c, done); err != nil {
+		return err
+	}
+	return waitForStatus(ctx, procs.webhookMetrics, 10*time.Minute)
 }
 
 func createScalePod(ctx context.Context, cs kubernetes.Interface, template *corev1.Pod, c scaleConfig, i int) error {
