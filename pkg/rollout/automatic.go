@@ -111,8 +111,8 @@ func (s *automaticSet) track(p policyObject, deleted bool) {
 	s.reach[ref] = policy.NewReach(ref, selector)
 }
 
-// requests lists the Automatic policies that reach would keep (all of them
-// when reach is nil).
+// requests lists the Automatic policies whose reach keep accepts (all of
+// them when keep is nil).
 func (s *automaticSet) requests(keep func(policy.Reach) bool) []reconcile.Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
